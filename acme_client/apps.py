@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AcmeClientConfig(AppConfig):
+    
+    name = 'acme_client'

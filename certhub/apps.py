@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CertHubConfig(AppConfig):
+    name = "certhub"
+    verbose_name = "CertHub tenancy"

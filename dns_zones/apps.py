@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DnsZonesConfig(AppConfig):
+    name = "dns_zones"
+    verbose_name = "DNS zones"
