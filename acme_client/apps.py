@@ -2,5 +2,4 @@ from django.apps import AppConfig
 
 
 class AcmeClientConfig(AppConfig):
-    
-    name = 'acme_client'
+    name = "acme_client"

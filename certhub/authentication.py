@@ -1,6 +1,7 @@
 """DRF authentication by `Authorization: Bearer <token>` and permission by token scope."""
 
 from django.utils.translation import gettext_lazy as _
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from certhub.models import ApiToken
@@ -44,3 +45,13 @@ class HasTokenScope(permissions.BasePermission):
             return False
         needed = ApiToken.Scope.READ if request.method in permissions.SAFE_METHODS else ApiToken.Scope.WRITE
         return needed in token.scopes
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """Describe Bearer tokens in the OpenAPI schema."""
+
+    target_class = "certhub.authentication.BearerTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer"}

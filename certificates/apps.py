@@ -2,5 +2,4 @@ from django.apps import AppConfig
 
 
 class CertificatesConfig(AppConfig):
-    
-    name = 'certificates'
+    name = "certificates"

@@ -2,5 +2,4 @@ from django.apps import AppConfig
 
 
 class DistributionConfig(AppConfig):
-    
-    name = 'distribution'
+    name = "distribution"

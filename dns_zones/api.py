@@ -91,6 +91,7 @@ class DomainDetailView(APIView):
         zone = _team_zone(request, domain_name)
         return Response({"domain": DomainSerializer(zone).data})
 
+    @extend_schema(responses={204: None})
     def delete(self, request, domain_name: str):
         services.zone_delete(zone=_team_zone(request, domain_name))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -136,7 +137,9 @@ class RecordDetailView(APIView):
 
     @extend_schema(responses=RecordSerializer)
     def get(self, request, domain_name: str, record_id: int):
-        return Response({"domain_record": RecordSerializer(self._record(request, domain_name, record_id)).data})
+        return Response(
+            {"domain_record": RecordSerializer(self._record(request, domain_name, record_id)).data}
+        )
 
     @extend_schema(request=RecordSerializer, responses=RecordSerializer)
     def put(self, request, domain_name: str, record_id: int):
@@ -144,7 +147,12 @@ class RecordDetailView(APIView):
         data = _record_input(request)
         if record.type != Record.Type.SOA:
             # PUT replaces: fields left out go back to their defaults.
-            data = {"name": None, "data": None, **{f: None for f in ("priority", "port", "weight", "flags", "tag", "ttl")}, **data}
+            data = {
+                "name": None,
+                "data": None,
+                **{f: None for f in ("priority", "port", "weight", "flags", "tag", "ttl")},
+                **data,
+            }
         try:
             record = services.record_update(record=record, data=data)
         except services.Invalid as e:
@@ -160,6 +168,7 @@ class RecordDetailView(APIView):
             raise _invalid(e) from None
         return Response({"domain_record": RecordSerializer(record).data})
 
+    @extend_schema(responses={204: None})
     def delete(self, request, domain_name: str, record_id: int):
         try:
             services.record_delete(record=self._record(request, domain_name, record_id))

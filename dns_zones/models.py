@@ -2,7 +2,6 @@
 
 import time
 
-
 from django.db import models
 from django.db.models import F
 from django.db.models.functions import Greatest
@@ -79,5 +78,3 @@ class Record(models.Model):
     @property
     def fqdn(self) -> str:
         return self.zone.absolute(self.name)
-
-

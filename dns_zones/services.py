@@ -38,6 +38,8 @@ class Invalid(Exception):
 
 
 NAME_TAKEN = "is already in use"
+
+
 @transaction.atomic
 def zone_create(*, team: Team, name: Any, ip_address: Any = None) -> Zone:
     """Create a zone with its SOA and NS records, and an A record at the apex if asked."""
@@ -52,9 +54,10 @@ def zone_create(*, team: Team, name: Any, ip_address: Any = None) -> Zone:
             raise Invalid({"ip_address": ["must be an IPv4 address"]}) from None
     # A zone inside or above another zone would let one team answer for another's names.
     candidates = set(parents(zone_name))
-    overlapping = Zone.objects.filter(name__in=candidates).exists() or Zone.objects.filter(
-        name__endswith="." + zone_name
-    ).exists()
+    overlapping = (
+        Zone.objects.filter(name__in=candidates).exists()
+        or Zone.objects.filter(name__endswith="." + zone_name).exists()
+    )
     if overlapping:
         raise Invalid({"name": [NAME_TAKEN]})
     ttl = settings.CERTHUB_DNS_DEFAULT_TTL
@@ -147,13 +150,18 @@ def clean_record(zone: Zone, data: dict[str, Any], instance: Record | None = Non
     With an instance, absent fields keep their stored values (PATCH); the type cannot change.
     """
     if instance is not None and instance.type == Record.Type.SOA:
-        changed = [k for k, v in data.items() if k != "ttl" and v is not None and v != getattr(instance, k, None)]
+        changed = [
+            k for k, v in data.items() if k != "ttl" and v is not None and v != getattr(instance, k, None)
+        ]
         if changed:
             raise Invalid({changed[0]: ["only the ttl of an SOA record can change"]})
         return {"ttl": _int(data.get("ttl", instance.ttl), "ttl", MIN_TTL, MAX_TTL, True)}
     merged: dict[str, Any] = {}
     if instance is not None:
-        merged = {f: getattr(instance, f) for f in ("type", "name", "data", "priority", "port", "ttl", "weight", "flags", "tag")}
+        merged = {
+            f: getattr(instance, f)
+            for f in ("type", "name", "data", "priority", "port", "ttl", "weight", "flags", "tag")
+        }
         if "type" in data and str(data["type"]).upper() != instance.type:
             raise Invalid({"type": ["cannot be changed; delete the record and create a new one"]})
     merged.update({k: v for k, v in data.items() if k != "type" or instance is None})
@@ -201,7 +209,9 @@ def clean_record(zone: Zone, data: dict[str, Any], instance: Record | None = Non
             raise Invalid({"data": [f"must be at most {MAX_TXT_BYTES} bytes"]})
         out["data"] = raw
     elif rtype == Record.Type.CAA:
-        out["flags"] = _int(merged.get("flags", 0) if merged.get("flags") is not None else 0, "flags", 0, 255, True)
+        out["flags"] = _int(
+            merged.get("flags", 0) if merged.get("flags") is not None else 0, "flags", 0, 255, True
+        )
         tag = merged.get("tag")
         if tag not in CAA_TAGS:
             raise Invalid({"tag": [f"must be one of {', '.join(CAA_TAGS)}"]})
@@ -278,7 +288,9 @@ def txt_cleanup(*, zone: Zone, name: str, value: str) -> None:
     relative = name[: -len(zone.name)].rstrip(".") or "@"
     with transaction.atomic():
         Zone.objects.select_for_update().get(pk=zone.pk)
-        deleted, _ = Record.objects.filter(zone=zone, type=Record.Type.TXT, name=relative, data=value).delete()
+        deleted, _ = Record.objects.filter(
+            zone=zone, type=Record.Type.TXT, name=relative, data=value
+        ).delete()
         if deleted:
             zone.bump_serial()
 

@@ -18,9 +18,7 @@ def rdata_text(zone: Zone, record: Record) -> str:
     """The record's RDATA in presentation format."""
     t = record.type
     if t == Record.Type.SOA:
-        return (
-            f"{record.data} {_hostmaster()}. {zone.serial} 10800 3600 604800 1800"
-        )
+        return f"{record.data} {_hostmaster()}. {zone.serial} 10800 3600 604800 1800"
     if t == Record.Type.TXT:
         return " ".join(_quote(c) for c in txt_strings(record.data))
     if t == Record.Type.MX:
