@@ -30,6 +30,7 @@ system-packages-test:
 	if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
 
 run: system-packages $(VENV)/.installed
+	mkdir -p var/broker/processed
 	DEBUG=1 $(PY) manage.py migrate --noinput
 	DEBUG=1 $(PY) manage.py setup_demo
 	DEBUG=1 PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/honcho start -f Procfile.embedded
