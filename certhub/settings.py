@@ -226,6 +226,27 @@ CERTHUB_DNS_RELOAD_INTERVAL = float(envint("CERTHUB_DNS_RELOAD_INTERVAL_MS", 250
 # ACME (used by issuance).
 ACME_DIRECTORY_URL = envstr("ACME_DIRECTORY_URL", "https://127.0.0.1:14000/dir")
 ACME_CA_BUNDLE = envstr("ACME_CA_BUNDLE")
+ACME_ACCOUNT_EMAIL = envstr("ACME_ACCOUNT_EMAIL")
+ACME_EAB_KID = envstr("ACME_EAB_KID")
+ACME_EAB_HMAC_KEY = envsecret("ACME_EAB_HMAC_KEY")
+
+# Issuance: failed steps are retried with growing delays for RETRY_BUDGET in all; pending
+# resources are polled from POLL_FIRST_DELAY up, growing by half each time.
+CERTHUB_RETRY_BUDGET_SECONDS = envint("CERTHUB_RETRY_BUDGET_SECONDS", 3 * 3600)
+CERTHUB_RETRY_BASE_DELAY = float(envint("CERTHUB_RETRY_BASE_DELAY_MS", 5000)) / 1000
+CERTHUB_RETRY_MAX_DELAY = float(envint("CERTHUB_RETRY_MAX_DELAY_MS", 600_000)) / 1000
+CERTHUB_POLL_FIRST_DELAY = float(envint("CERTHUB_POLL_FIRST_DELAY_MS", 20)) / 1000
+CERTHUB_POLL_MAX_DELAY = float(envint("CERTHUB_POLL_MAX_DELAY_MS", 10_000)) / 1000
+# A worker holds a step this long; after it, a killed worker's step is resumed by the sweep.
+CERTHUB_STEP_LEASE_SECONDS = envint("CERTHUB_STEP_LEASE_SECONDS", 120)
+CERTHUB_DNS_CHECK_MAX_POLLS = envint("CERTHUB_DNS_CHECK_MAX_POLLS", 15)
+CERTHUB_RESUME_BATCH = envint("CERTHUB_RESUME_BATCH", 1000)
+CELERY_BEAT_SCHEDULE = {
+    "resume-issuances": {
+        "task": "certificates.tasks.resume_issuances",
+        "schedule": float(envint("CERTHUB_RESUME_SWEEP_SECONDS", 30)),
+    },
+}
 
 # Email.
 EMAIL_BACKEND = envstr(

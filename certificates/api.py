@@ -1,0 +1,100 @@
+"""`/v2/certificates`, as in DigitalOcean's API v2, with additive fields of ours."""
+
+from django.db.models import Prefetch
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from certhub.api_common import PageNumberLinksPagination, Unprocessable, request_team
+from certificates import services
+from certificates.models import Certificate, Issuance
+from dns_zones.services import Invalid
+
+
+class CertificateSerializer(serializers.ModelSerializer):
+    not_after = serializers.SerializerMethodField()
+    sha1_fingerprint = serializers.SerializerMethodField()
+    step = serializers.SerializerMethodField()
+    attempts = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Certificate
+        fields = [
+            "id", "name", "not_after", "sha1_fingerprint", "created_at", "dns_names", "state", "type",
+            "key_type", "step", "attempts", "last_error",
+        ]  # fmt: skip
+
+    def get_not_after(self, obj: Certificate) -> str:
+        version = obj.current_version
+        return version.not_after.isoformat().replace("+00:00", "Z") if version else ""
+
+    def get_sha1_fingerprint(self, obj: Certificate) -> str:
+        return obj.current_version.sha1_fingerprint if obj.current_version else ""
+
+    def _issuance(self, obj: Certificate) -> Issuance | None:
+        latest = getattr(obj, "latest_issuances", None)
+        if latest is None:
+            latest = list(obj.issuances.order_by("-started_at")[:1])
+        return latest[0] if latest else None
+
+    def get_step(self, obj: Certificate) -> str | None:
+        issuance = self._issuance(obj)
+        return issuance.step if issuance else None
+
+    def get_attempts(self, obj: Certificate) -> int:
+        issuance = self._issuance(obj)
+        return issuance.attempts if issuance else 0
+
+
+def certificates_of(team):
+    return (
+        Certificate.objects.filter(team=team)
+        .select_related("current_version")
+        .prefetch_related(
+            Prefetch(
+                "issuances", queryset=Issuance.objects.order_by("-started_at"), to_attr="latest_issuances"
+            )
+        )
+    )
+
+
+class CertificateListView(APIView):
+    @extend_schema(responses=CertificateSerializer(many=True))
+    def get(self, request):
+        certificates = certificates_of(request_team(request))
+        name = request.query_params.get("name")
+        if name:
+            certificates = certificates.filter(name=name)
+        paginator = PageNumberLinksPagination()
+        page = paginator.paginate_queryset(certificates, request, view=self)
+        return paginator.get_paginated_response(
+            CertificateSerializer(page, many=True).data, key="certificates"
+        )
+
+    @extend_schema(responses={201: CertificateSerializer})
+    def post(self, request):
+        if not isinstance(request.data, dict):
+            raise Unprocessable({"": ["the request body must be a JSON object"]})
+        try:
+            certificate = services.certificate_request(team=request_team(request), data=request.data)
+        except Invalid as e:
+            raise Unprocessable(e.errors) from None
+        certificate = certificates_of(request_team(request)).get(pk=certificate.pk)
+        return Response(
+            {"certificate": CertificateSerializer(certificate).data}, status=status.HTTP_201_CREATED
+        )
+
+
+class CertificateDetailView(APIView):
+    @extend_schema(responses=CertificateSerializer)
+    def get(self, request, certificate_id):
+        certificate = get_object_or_404(certificates_of(request_team(request)), pk=certificate_id)
+        return Response({"certificate": CertificateSerializer(certificate).data})
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, certificate_id):
+        certificate = get_object_or_404(Certificate, team=request_team(request), pk=certificate_id)
+        services.certificate_delete(certificate=certificate)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,286 @@
+"""The issuance workflow: an ACME order advanced one short, saved, idempotent step at a time.
+
+`advance(issuance_id)` claims the issuance with a lease, runs its current step, saves the
+result and returns the delay before the next step (None when there is nothing more to do).
+A worker killed mid-step leaves the lease to expire; the resume sweep then hands the same
+issuance, with its saved order URL, to another worker.
+"""
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from acme_client import accounts
+from acme_client.protocol import AcmeError, AcmeSession, make_csr
+from certificates import keys, notifications
+from certificates.models import Certificate, CertificateVersion, Issuance
+from dns_zones.providers import DnsProvider, DnsProviderError, provider_class
+
+log = logging.getLogger(__name__)
+Step = Issuance.Step
+
+
+class StepFailed(Exception):
+    """A step cannot go on; `permanent` failures skip the retries."""
+
+    def __init__(self, message: str, *, permanent: bool):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def _provider(issuance: Issuance) -> DnsProvider:
+    return provider_class("hosted")(issuance.certificate.team)
+
+
+def _poll(issuance: Issuance, retry_after: float | None = None) -> float:
+    """The next poll's delay: short and growing, never sooner than the CA's Retry-After."""
+    delay = min(settings.CERTHUB_POLL_FIRST_DELAY * 1.5**issuance.polls, settings.CERTHUB_POLL_MAX_DELAY)
+    issuance.polls += 1
+    return max(delay, retry_after or 0)
+
+
+def _move(issuance: Issuance, step: str) -> float:
+    issuance.step = step
+    issuance.polls = 0
+    return 0.0
+
+
+def step_new_order(issuance: Issuance, acme: AcmeSession) -> float:
+    order = acme.new_order(issuance.dns_names)
+    issuance.orders_created += 1
+    issuance.order_url = order.url
+    issuance.finalize_url = order.finalize_url
+    issuance.authorizations = [{"url": url} for url in order.authorizations]
+    return _move(issuance, Step.PUBLISH)
+
+
+def step_publish(issuance: Issuance, acme: AcmeSession) -> float:
+    provider = _provider(issuance)
+    for authz in issuance.authorizations:
+        if "value" not in authz:
+            info = acme.get_authorization(authz["url"])
+            authz.update(status=info.status, identifier=info.identifier)
+            if info.status == "valid":
+                continue  # the CA remembers an earlier validation: nothing to publish
+            if info.challenge_url is None:
+                raise StepFailed(f"the CA offers no dns-01 challenge for {info.identifier}", permanent=True)
+            authz.update(challenge_url=info.challenge_url, record_name=info.txt_name, value=info.txt_value)
+        if authz.get("status") != "valid":
+            provider.present(authz["record_name"], authz["value"])
+    return _move(issuance, Step.CHECK_DNS)
+
+
+def step_check_dns(issuance: Issuance, acme: AcmeSession) -> float:
+    provider = _provider(issuance)
+    for authz in issuance.authorizations:
+        if "value" in authz and not provider.is_served(authz["record_name"], authz["value"]):
+            if issuance.polls >= settings.CERTHUB_DNS_CHECK_MAX_POLLS:
+                raise StepFailed(
+                    f"our DNS servers do not answer the TXT record {authz['record_name']}", permanent=False
+                )
+            return _poll(issuance)
+    return _move(issuance, Step.ANSWER)
+
+
+def step_answer(issuance: Issuance, acme: AcmeSession) -> float:
+    for authz in issuance.authorizations:
+        if authz.get("challenge_url") and not authz.get("answered"):
+            acme.answer_challenge(authz["challenge_url"])
+            authz["answered"] = True
+    return _move(issuance, Step.POLL_AUTHORIZATIONS)
+
+
+def step_poll_authorizations(issuance: Issuance, acme: AcmeSession) -> float:
+    retry_after = None
+    for authz in issuance.authorizations:
+        if authz.get("status") == "valid":
+            continue
+        info = acme.get_authorization(authz["url"])
+        authz["status"] = info.status
+        # RFC 8555 7.1.6: pending -> valid or invalid; valid may later become expired,
+        # deactivated or revoked, none of which can finish this order.
+        if info.status == "pending":
+            retry_after = max(retry_after or 0, info.retry_after or 0)
+        elif info.status != "valid":
+            raise StepFailed(
+                f"the CA could not validate {info.identifier}: {info.error or info.status}. "
+                f"Check that {info.txt_name} is not delegated elsewhere and that no CAA record forbids "
+                "Let's Encrypt.",
+                permanent=False,
+            )
+    if any(a.get("status") != "valid" for a in issuance.authorizations):
+        return _poll(issuance, retry_after)
+    return _move(issuance, Step.FINALIZE)
+
+
+def step_finalize(issuance: Issuance, acme: AcmeSession) -> float:
+    order = acme.get_order(issuance.order_url)
+    # RFC 8555 7.1.6: "ready" waits for finalize; "processing" or "valid" means a finalize
+    # request was accepted already (a worker died after sending it): do not send another.
+    if order.status == "ready":
+        if not issuance.private_key_pem:
+            # Saved first, so a retried finalize signs the same key.
+            issuance.private_key_pem = keys.private_key_to_pem(keys.generate_private_key(issuance.key_type))
+            issuance.save(update_fields=["private_key_pem"])
+        csr = make_csr(keys.load_private_key(issuance.private_key_pem), issuance.dns_names)
+        acme.finalize(issuance.order_url, issuance.finalize_url, csr)
+    elif order.status == "invalid":
+        raise StepFailed(f"the CA gave up on the order: {order.error or 'invalid'}", permanent=False)
+    elif order.status == "pending":
+        return _move(issuance, Step.POLL_AUTHORIZATIONS)
+    return _move(issuance, Step.POLL_ORDER)
+
+
+def step_poll_order(issuance: Issuance, acme: AcmeSession) -> float:
+    order = acme.get_order(issuance.order_url)
+    if order.status == "valid" and order.certificate_url:
+        issuance.certificate_url = order.certificate_url
+        return _move(issuance, Step.DOWNLOAD)
+    if order.status == "processing":
+        return _poll(issuance, order.retry_after)
+    raise StepFailed(f"the CA did not issue the certificate: {order.error or order.status}", permanent=False)
+
+
+def step_download(issuance: Issuance, acme: AcmeSession) -> float:
+    fullchain = acme.download_certificate(issuance.certificate_url)
+    facts = keys.certificate_facts(fullchain)
+    with transaction.atomic():
+        certificate = Certificate.objects.select_for_update().filter(pk=issuance.certificate_id).first()
+        if certificate is None:
+            return _move(issuance, Step.CLEANUP)  # deleted meanwhile
+        version, _ = CertificateVersion.objects.get_or_create(
+            issuance=issuance,
+            defaults=dict(
+                certificate=certificate, serial=facts.serial, not_before=facts.not_before,
+                not_after=facts.not_after, key_type=facts.key_type, sha1_fingerprint=facts.sha1_fingerprint,
+                sha256_fingerprint=facts.sha256_fingerprint, leaf_pem=facts.leaf_pem,
+                chain_pem=facts.chain_pem, private_key_pem=issuance.private_key_pem,
+            ),
+        )  # fmt: skip
+        certificate.current_version = version
+        certificate.state = Certificate.State.VERIFIED
+        certificate.last_error = ""
+        certificate.save(update_fields=["current_version", "state", "last_error"])
+        transaction.on_commit(lambda: notifications.certificate_ready(certificate.pk))
+    return _move(issuance, Step.CLEANUP)
+
+
+def step_cleanup(issuance: Issuance, acme: AcmeSession) -> float:
+    _cleanup_records(issuance)
+    issuance.finished_at = timezone.now()
+    issuance.private_key_pem = ""  # the version keeps its own copy
+    _move(issuance, Step.DONE)
+    return 0.0
+
+
+STEPS: dict[str, Callable[[Issuance, AcmeSession], float]] = {
+    Step.NEW_ORDER: step_new_order,
+    Step.PUBLISH: step_publish,
+    Step.CHECK_DNS: step_check_dns,
+    Step.ANSWER: step_answer,
+    Step.POLL_AUTHORIZATIONS: step_poll_authorizations,
+    Step.FINALIZE: step_finalize,
+    Step.POLL_ORDER: step_poll_order,
+    Step.DOWNLOAD: step_download,
+    Step.CLEANUP: step_cleanup,
+}
+
+
+def _cleanup_records(issuance: Issuance) -> None:
+    try:
+        provider = _provider(issuance)
+        for authz in issuance.authorizations:
+            if "value" in authz:
+                provider.cleanup(authz["record_name"], authz["value"])
+    except (DnsProviderError, Certificate.DoesNotExist) as e:
+        log.warning("issuance %s: challenge records not removed: %s", issuance.pk, e)
+
+
+def _retry_delay(issuance: Issuance, error: Exception) -> float:
+    delay = min(settings.CERTHUB_RETRY_BASE_DELAY * 2**issuance.attempts, settings.CERTHUB_RETRY_MAX_DELAY)
+    return max(delay, getattr(error, "retry_after", None) or 0)
+
+
+def _fail(issuance: Issuance, reason: str) -> None:
+    _cleanup_records(issuance)
+    issuance.step = Step.FAILED
+    issuance.finished_at = timezone.now()
+    issuance.private_key_pem = ""
+    with transaction.atomic():
+        # A renewal that fails leaves a still-valid certificate verified; only its error shows.
+        Certificate.objects.filter(pk=issuance.certificate_id).update(last_error=reason)
+        updated = Certificate.objects.filter(pk=issuance.certificate_id, current_version__isnull=True).update(
+            state=Certificate.State.ERROR
+        )
+        if updated:
+            transaction.on_commit(lambda: notifications.certificate_failed(issuance.certificate_id))
+
+
+def _restart(issuance: Issuance) -> None:
+    """After a failure that spoiled the order, clean up and open a new order on the next try."""
+    _cleanup_records(issuance)
+    issuance.step = Step.NEW_ORDER
+    issuance.order_url = issuance.finalize_url = issuance.certificate_url = ""
+    issuance.authorizations = []
+    issuance.polls = 0
+
+
+def advance(issuance_id: int) -> float | None:
+    """Run the issuance's current step if it is due; return the delay before the next one."""
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.CERTHUB_STEP_LEASE_SECONDS)
+    claimed = (
+        Issuance.objects.filter(pk=issuance_id, next_attempt_at__lte=now)
+        .exclude(step__in=[Step.DONE, Step.FAILED])
+        .update(next_attempt_at=lease)
+    )
+    if not claimed:
+        return None  # not due, finished, deleted, or another worker holds it
+    issuance = Issuance.objects.select_related("certificate__team").get(pk=issuance_id)
+    step = issuance.step
+    try:
+        delay: float | None = STEPS[step](issuance, accounts.session())
+        issuance.attempts = 0
+        issuance.last_error = ""
+    except (AcmeError, DnsProviderError, StepFailed) as e:
+        reason = f"{Step(step).label}: {e}"
+        log.warning("issuance %s failed at %s: %s", issuance.pk, step, e)
+        issuance.last_error = reason
+        budget_left = (issuance.started_at + timedelta(seconds=settings.CERTHUB_RETRY_BUDGET_SECONDS)) - now
+        delay = _retry_delay(issuance, e)
+        if e.permanent or budget_left.total_seconds() < delay:
+            _fail(
+                issuance,
+                reason if e.permanent else f"{reason} (gave up after retrying for {_hours(issuance)})",
+            )
+            delay = None
+        else:
+            issuance.attempts += 1
+            if isinstance(e, StepFailed) and step in (
+                Step.POLL_AUTHORIZATIONS,
+                Step.FINALIZE,
+                Step.POLL_ORDER,
+            ):
+                _restart(issuance)
+            Certificate.objects.filter(pk=issuance.certificate_id).update(last_error=reason)
+    except Certificate.DoesNotExist:
+        return None
+    if issuance.step == Step.DONE:
+        delay = None
+    issuance.next_attempt_at = now + timedelta(seconds=delay or 0)
+    try:
+        issuance.save(force_update=True)
+    except DatabaseError as e:
+        if type(e) is not DatabaseError:  # only "forced update did not affect any rows"
+            raise
+        return None  # the certificate, and with it this issuance, was deleted meanwhile
+    return delay
+
+
+def _hours(issuance: Issuance) -> str:
+    seconds = (timezone.now() - issuance.started_at).total_seconds()
+    return f"{seconds / 3600:.1f} hours" if seconds >= 3600 else f"{seconds:.0f} seconds"

@@ -1,0 +1,77 @@
+"""Certificate requests and deletions."""
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from certhub.models import Team
+from certificates import validation
+from certificates.models import Certificate, Issuance, KeyType
+from dns_zones.services import Invalid
+
+LIVE_STATES = (Certificate.State.PENDING, Certificate.State.VERIFIED)
+LETS_ENCRYPT_UNUSED = ("private_key", "leaf_certificate", "certificate_chain")
+
+
+def _clean_name(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise Invalid({"name": ["is required"]})
+    name = raw.strip()
+    if len(name) > 255:
+        raise Invalid({"name": ["must be at most 255 characters"]})
+    return name
+
+
+def certificate_request(*, team: Team, data: dict[str, Any]) -> Certificate:
+    """Validate a Let's Encrypt request, store it as pending and queue its issuance."""
+    name = _clean_name(data.get("name"))
+    kind = data.get("type") or Certificate.Type.LETS_ENCRYPT
+    if kind == Certificate.Type.CUSTOM:
+        raise Invalid({"type": ["custom certificates are not accepted yet"]})
+    if kind != Certificate.Type.LETS_ENCRYPT:
+        raise Invalid({"type": ["must be lets_encrypt or custom"]})
+    for field in LETS_ENCRYPT_UNUSED:
+        if data.get(field) not in (None, ""):
+            raise Invalid({field: ["is not used by lets_encrypt certificates; leave it out"]})
+    key_type = data.get("key_type") or KeyType.ECDSA_P256
+    if key_type not in KeyType.values:
+        raise Invalid({"key_type": [f"must be one of {', '.join(KeyType.values)}"]})
+    names = validation.clean_dns_names(data.get("dns_names"))
+    validation.check_names_hosted(team, names)
+    key = validation.names_key(names)
+    if Certificate.objects.filter(team=team, name=name).exists():
+        raise Invalid({"name": ["your team already has a certificate with this name"]})
+    duplicate = Certificate.objects.filter(team=team, names_key=key, state__in=LIVE_STATES).first()
+    if duplicate is not None:
+        raise Invalid(
+            {"dns_names": [f"your certificate {duplicate.name!r} already covers exactly these names"]}
+        )
+    try:
+        with transaction.atomic():
+            certificate = Certificate.objects.create(
+                team=team, name=name, type=kind, dns_names=names, names_key=key, key_type=key_type
+            )
+            issuance_start(certificate=certificate)
+    except IntegrityError:
+        raise Invalid({"name": ["your team already has a certificate with this name"]}) from None
+    return certificate
+
+
+def issuance_start(*, certificate: Certificate) -> Issuance:
+    """Open an issuance for the certificate's next version and queue its first step on commit."""
+    from certificates.tasks import advance_issuance
+
+    issuance = Issuance.objects.create(
+        certificate=certificate, dns_names=certificate.dns_names, key_type=certificate.key_type
+    )
+    transaction.on_commit(lambda: advance_issuance.delay(issuance.pk))
+    return issuance
+
+
+def certificate_delete(*, certificate: Certificate) -> None:
+    """Delete the certificate, its versions and open orders, removing any challenge records."""
+    from certificates.issuance import _cleanup_records
+
+    for issuance in certificate.issuances.exclude(step__in=[Issuance.Step.DONE, Issuance.Step.FAILED]):
+        _cleanup_records(issuance)
+    certificate.delete()

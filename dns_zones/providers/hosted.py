@@ -1,0 +1,53 @@
+"""Challenge records in the team's own hosted zones, answered by `run_dns`."""
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+from django.conf import settings
+
+from certhub.models import Team
+from dns_zones import services
+from dns_zones.providers.base import DnsProvider, DnsProviderError
+
+QUERY_TIMEOUT = 1.0
+
+
+class HostedZoneProvider(DnsProvider):
+    def __init__(self, team: Team):
+        self.team = team
+
+    def _zone(self, name: str):
+        zone = services.zone_for_name(name, team=self.team)
+        if zone is None:
+            raise DnsProviderError(f"{name} is in no zone hosted by this team", permanent=True)
+        return zone
+
+    def present(self, name: str, value: str) -> None:
+        services.txt_present(zone=self._zone(name), name=name, value=value)
+
+    def cleanup(self, name: str, value: str) -> None:
+        zone = services.zone_for_name(name, team=self.team)
+        if zone is not None:
+            services.txt_cleanup(zone=zone, name=name, value=value)
+
+    def is_served(self, name: str, value: str) -> bool:
+        host, port = settings.CERTHUB_DNS_LISTEN
+        query = dns.message.make_query(name + ".", dns.rdatatype.TXT)
+        try:
+            response = dns.query.udp(query, host, port=port, timeout=QUERY_TIMEOUT)
+            if response.flags & dns.flags.TC:
+                response = dns.query.tcp(query, host, port=port, timeout=QUERY_TIMEOUT)
+        except (OSError, dns.exception.DNSException):
+            return False
+        if response.rcode() != dns.rcode.NOERROR:
+            return False
+        wanted = value.encode()
+        return any(
+            b"".join(rdata.strings) == wanted
+            for rrset in response.answer
+            if rrset.rdtype == dns.rdatatype.TXT
+            for rdata in rrset
+        )

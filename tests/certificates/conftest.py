@@ -1,0 +1,103 @@
+"""Issuance against real parts: Pebble validating through CertHub's own DNS server, a real
+Celery worker on Redis, MariaDB.
+
+The DNS server's port is chosen once per session so Pebble (started once) can be pointed at it;
+each test starts the server afresh on that port against its own transactional database.
+"""
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+
+from acme_client import accounts
+from acme_client.pebble import Pebble, free_port
+from certhub.celery import app as celery_app
+from dns_zones import services as zone_services
+from dns_zones.server import DNSServer
+
+DNS_HOST = "127.0.0.1"
+
+
+@pytest.fixture(scope="session")
+def dns_port() -> int:
+    return free_port(DNS_HOST)
+
+
+def _pebble(tmp_path_factory, dns_port: int, name: str, env: dict[str, str]) -> Iterator[Pebble]:
+    workdir: Path = tmp_path_factory.mktemp(name)
+    pebble = Pebble.start(workdir, (DNS_HOST, dns_port), env=env)
+    yield pebble
+    pebble.stop()
+
+
+@pytest.fixture(scope="session")
+def pebble(tmp_path_factory, dns_port) -> Iterator[Pebble]:
+    """Pebble with its default nonce rejection and validation sleeps left on (sleep capped)."""
+    yield from _pebble(tmp_path_factory, dns_port, "pebble", {"PEBBLE_VA_SLEEPTIME": "1"})
+
+
+@pytest.fixture(scope="session")
+def pebble_nonce_reject(tmp_path_factory, dns_port) -> Iterator[Pebble]:
+    yield from _pebble(
+        tmp_path_factory, dns_port, "pebble-nonce", {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "50"}
+    )
+
+
+@pytest.fixture
+def dns_server(transactional_db, dns_port) -> Iterator[DNSServer]:
+    server = DNSServer((DNS_HOST, dns_port), reload_interval=0.05, tcp_idle_timeout=0.5)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def use_ca(settings, dns_port):
+    """Point CertHub at a Pebble and at the test DNS server; returns a function taking the Pebble."""
+    settings.CERTHUB_DNS_LISTEN = (DNS_HOST, dns_port)
+    settings.CERTHUB_POLL_FIRST_DELAY = 0.02
+
+    def point(pebble: Pebble) -> Pebble:
+        settings.ACME_DIRECTORY_URL = pebble.directory_url
+        settings.ACME_CA_BUNDLE = pebble.ca_bundle
+        accounts.forget_sessions()
+        return pebble
+
+    yield point
+    accounts.forget_sessions()
+
+
+@pytest.fixture(scope="session")
+def _session_celery_worker(django_db_setup):
+    # One worker for the session: starting a second in-process worker leaves it idle.
+    assert celery_app.conf.broker_url.startswith("redis://"), "make test sets REDIS_URL"
+    celery_app.control.purge()
+    with start_worker(celery_app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=10):
+        yield
+
+
+@pytest.fixture
+def celery_worker(transactional_db, _session_celery_worker):
+    """A real Celery worker (threads) consuming from Redis in this process."""
+    yield
+    celery_app.control.purge()
+
+
+@pytest.fixture
+def zones(team):
+    """Two hosted zones of the owner's team."""
+    return [zone_services.zone_create(team=team, name=n) for n in ("alpha.test", "beta.test")]
+
+
+def wait_for_state(api, certificate_id: str, states=("verified", "error"), timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = api.get(f"/v2/certificates/{certificate_id}").json()["certificate"]
+        # Verified comes one step before the challenge records are cleaned up: wait for both.
+        if body["state"] in states and body["step"] in ("done", "failed"):
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"certificate still {body['state']} at step {body['step']}: {body['last_error']}")
