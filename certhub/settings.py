@@ -188,6 +188,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Certificates and DNS zones; compatible with DigitalOcean's API v2.",
     "VERSION": "2.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {
+        "RecordTypeEnum": "dns_zones.models.Record.Type",
+        "CertificateTypeEnum": "certificates.models.Certificate.Type",
+    },
 }
 
 # Celery: Redis in production; without REDIS_URL a file-system broker that needs no server.

@@ -48,14 +48,21 @@ class CertificateSerializer(serializers.ModelSerializer):
         return issuance.attempts if issuance else 0
 
 
+class CertificateRequestSerializer(serializers.Serializer):
+    """The request body (documentation only: validation lives in the services)."""
+
+    name = serializers.CharField()
+    type = serializers.ChoiceField(choices=Certificate.Type.choices)
+    dns_names = serializers.ListField(child=serializers.CharField())
+    key_type = serializers.CharField(required=False)
+
+
 def certificates_of(team):
     return (
         Certificate.objects.filter(team=team)
         .select_related("current_version")
         .prefetch_related(
-            Prefetch(
-                "issuances", queryset=Issuance.objects.order_by("-started_at"), to_attr="latest_issuances"
-            )
+            Prefetch("issuances", queryset=Issuance.objects.order_by("-started_at"), to_attr="latest_issuances")
         )
     )
 
@@ -69,11 +76,9 @@ class CertificateListView(APIView):
             certificates = certificates.filter(name=name)
         paginator = PageNumberLinksPagination()
         page = paginator.paginate_queryset(certificates, request, view=self)
-        return paginator.get_paginated_response(
-            CertificateSerializer(page, many=True).data, key="certificates"
-        )
+        return paginator.get_paginated_response(CertificateSerializer(page, many=True).data, key="certificates")
 
-    @extend_schema(responses={201: CertificateSerializer})
+    @extend_schema(request=CertificateRequestSerializer, responses={201: CertificateSerializer})
     def post(self, request):
         if not isinstance(request.data, dict):
             raise Unprocessable({"": ["the request body must be a JSON object"]})
@@ -82,9 +87,7 @@ class CertificateListView(APIView):
         except Invalid as e:
             raise Unprocessable(e.errors) from None
         certificate = certificates_of(request_team(request)).get(pk=certificate.pk)
-        return Response(
-            {"certificate": CertificateSerializer(certificate).data}, status=status.HTTP_201_CREATED
-        )
+        return Response({"certificate": CertificateSerializer(certificate).data}, status=status.HTTP_201_CREATED)
 
 
 class CertificateDetailView(APIView):

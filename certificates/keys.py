@@ -29,20 +29,14 @@ def private_key_to_pem(key: PrivateKey) -> str:
 
 def load_private_key(pem: str) -> PrivateKey:
     # Our own keys, decrypted from our own database: skip the slow RSA self-check.
-    return serialization.load_pem_private_key(
-        pem.encode(), password=None, unsafe_skip_rsa_key_validation=True
-    )
+    return serialization.load_pem_private_key(pem.encode(), password=None, unsafe_skip_rsa_key_validation=True)
 
 
 def key_type_of(public_key) -> str:
     if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return {"secp256r1": KeyType.ECDSA_P256, "secp384r1": KeyType.ECDSA_P384}.get(
-            public_key.curve.name, ""
-        )
+        return {"secp256r1": KeyType.ECDSA_P256, "secp384r1": KeyType.ECDSA_P384}.get(public_key.curve.name, "")
     if isinstance(public_key, rsa.RSAPublicKey):
-        return {2048: KeyType.RSA_2048, 3072: KeyType.RSA_3072, 4096: KeyType.RSA_4096}.get(
-            public_key.key_size, ""
-        )
+        return {2048: KeyType.RSA_2048, 3072: KeyType.RSA_3072, 4096: KeyType.RSA_4096}.get(public_key.key_size, "")
     return ""
 
 

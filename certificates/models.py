@@ -44,9 +44,7 @@ class Certificate(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        constraints = [
-            models.UniqueConstraint(fields=["team", "name"], name="certificate_name_unique_in_team")
-        ]
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="certificate_name_unique_in_team")]
 
     def __str__(self) -> str:
         return self.name

@@ -43,9 +43,7 @@ def certificate_request(*, team: Team, data: dict[str, Any]) -> Certificate:
         raise Invalid({"name": ["your team already has a certificate with this name"]})
     duplicate = Certificate.objects.filter(team=team, names_key=key, state__in=LIVE_STATES).first()
     if duplicate is not None:
-        raise Invalid(
-            {"dns_names": [f"your certificate {duplicate.name!r} already covers exactly these names"]}
-        )
+        raise Invalid({"dns_names": [f"your certificate {duplicate.name!r} already covers exactly these names"]})
     try:
         with transaction.atomic():
             certificate = Certificate.objects.create(

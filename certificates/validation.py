@@ -22,6 +22,8 @@ def normalize_dns_name(raw: Any) -> str:
         if labels[0] != "*" or "*" in ".".join(labels[1:]):
             raise NameError_("a wildcard must be the whole leftmost label, like *.example.com")
     base = ".".join(labels[1:]) if labels[0] == "*" else name
+    if labels[0] == "*" and is_public_suffix(base):
+        raise NameError_("a wildcard directly under a public suffix is not allowed")
     if "." not in base:
         raise NameError_("single-label names cannot be certified")
     for label in base.split("."):
@@ -30,8 +32,6 @@ def normalize_dns_name(raw: Any) -> str:
         if label.startswith("-") or label.endswith("-") or not all(c.isalnum() or c == "-" for c in label):
             raise NameError_(f"label {label!r} may hold only letters, digits and inner hyphens")
     if is_public_suffix(base):
-        if labels[0] == "*":
-            raise NameError_("a wildcard directly under a public suffix is not allowed")
         raise NameError_("is a public suffix, which no one can hold a certificate for")
     return name
 
@@ -59,9 +59,7 @@ def check_names_hosted(team: Team, names: list[str]) -> None:
     hosted = set(Zone.objects.filter(team=team, name__in=wanted).values_list("name", flat=True))
     for name in names:
         if not hosted.intersection(parents(name.removeprefix("*."))):
-            raise Invalid(
-                {"dns_names": [f"{name!r} is not in any DNS zone of your team; add the zone first"]}
-            )
+            raise Invalid({"dns_names": [f"{name!r} is not in any DNS zone of your team; add the zone first"]})
 
 
 def names_key(names: list[str]) -> str:

@@ -9,6 +9,7 @@ import re
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from certificates.models import Certificate
 from dns_zones import services
 
 pytestmark = pytest.mark.django_db
@@ -33,7 +34,10 @@ def v2_routes() -> list[str]:
 def owner_objects(team):
     zone = services.zone_create(team=team, name="secret-acme.test")
     record = services.record_create(zone=zone, data={"type": "TXT", "name": "hidden", "data": "acme-only"})
-    return {"domain_name": zone.name, "record_id": record.id}
+    certificate = Certificate.objects.create(
+        team=team, name="acme-only-cert", dns_names=["secret-acme.test"], names_key="secret-acme.test"
+    )
+    return {"domain_name": zone.name, "record_id": record.id, "certificate_id": certificate.pk}
 
 
 def test_every_v2_route_is_404_for_another_team(outsider_api, owner_objects):
@@ -58,6 +62,7 @@ def test_every_v2_route_is_404_for_another_team(outsider_api, owner_objects):
                     "message": "The resource you were accessing could not be found.",
                 }
             assert "acme-only" not in r.content.decode()
+    assert Certificate.objects.filter(name="acme-only-cert").exists()
 
 
 def test_the_owner_reaches_the_same_routes(api, owner_objects):

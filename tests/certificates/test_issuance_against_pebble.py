@@ -17,7 +17,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def request(api, name: str, dns_names: list[str], **extra) -> dict:
-    r = api.post("/v2/certificates", {"name": name, "type": "lets_encrypt", "dns_names": dns_names, **extra}, format="json")
+    r = api.post(
+        "/v2/certificates", {"name": name, "type": "lets_encrypt", "dns_names": dns_names, **extra}, format="json"
+    )
     assert r.status_code == 201, r.content
     body = r.json()["certificate"]
     assert body["state"] == "pending" and body["not_after"] == "" and body["sha1_fingerprint"] == ""
@@ -58,7 +60,9 @@ def test_one_name_is_issued_and_verifies_against_pebbles_root(
     assert "PRIVATE KEY" not in str(api.get(f"/v2/certificates/{body['id']}").content)
 
 
-def test_wildcard_and_apex_across_two_zones_with_rsa(api, owner, zones, dns_server, pebble_nonce_reject, use_ca, celery_worker):
+def test_wildcard_and_apex_across_two_zones_with_rsa(
+    api, owner, zones, dns_server, pebble_nonce_reject, use_ca, celery_worker
+):
     pebble = use_ca(pebble_nonce_reject)  # 50% of good nonces rejected by the CA
     created = request(api, "multi", ["*.alpha.test", "alpha.test", "beta.test"], key_type="rsa-2048")
     body = wait_for_state(api, created["id"])
