@@ -20,6 +20,7 @@ urlpatterns = [
     path("v2/", include("dns_zones.api_urls")),
     path("v2/", include("certificates.api_urls")),
     path("zones/", include("dns_zones.urls")),
+    path("certificates/", include("certificates.urls")),
     path("tokens/", views.token_list, name="token_list"),
     path("tokens/<int:token_id>/revoke", views.token_revoke, name="token_revoke"),
 ]

@@ -1,1 +1,70 @@
-# Create your views here.
+"""Control-panel pages for certificates; every lookup is scoped to the session's team."""
+
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from certhub.tenancy import team_required
+from certificates import services
+from certificates.api import certificates_of
+from certificates.forms import CertificateRequestForm
+from certificates.models import Certificate, Issuance
+from dns_zones.models import Zone
+from dns_zones.services import Invalid
+
+# The steps a customer watches, in order (the failure and bookkeeping steps are left out).
+VISIBLE_STEPS = [s for s in Issuance.Step if s not in (Issuance.Step.FAILED,)]
+
+
+@team_required
+def certificate_list(request):
+    zones = list(Zone.objects.filter(team=request.team))
+    form = CertificateRequestForm(request.POST or None, zones=zones)
+    if request.method == "POST" and form.is_valid():
+        data = {
+            "name": form.cleaned_data["name"],
+            "dns_names": form.dns_names(),
+            "key_type": form.cleaned_data["key_type"],
+        }
+        try:
+            certificate = services.certificate_request(team=request.team, data=data)
+        except Invalid as e:
+            for field, reasons in e.errors.items():
+                target = {"dns_names": None, "name": "name", "key_type": "key_type"}.get(field)
+                for reason in reasons:
+                    form.add_error(target, f"{field}: {reason}" if target is None else reason)
+        else:
+            messages.success(request, f"Certificate {certificate.name} requested.")
+            return redirect("certificates:certificate_detail", certificate_id=certificate.pk)
+    certificates = certificates_of(request.team)
+    return render(
+        request, "certificates/certificate_list.html", {"certificates": certificates, "form": form, "zones": zones}
+    )
+
+
+@team_required
+def certificate_detail(request, certificate_id):
+    certificate = get_object_or_404(certificates_of(request.team), pk=certificate_id)
+    issuance = certificate.latest_issuances[0] if certificate.latest_issuances else None
+    steps = []
+    if issuance is not None:
+        reached = True
+        for step in VISIBLE_STEPS:
+            current = step == issuance.step
+            steps.append({"label": step.label, "done": reached and not current, "current": current})
+            reached = reached and not current
+    versions = certificate.versions.order_by("-created_at").defer("private_key_pem")
+    return render(
+        request,
+        "certificates/certificate_detail.html",
+        {"certificate": certificate, "issuance": issuance, "steps": steps, "versions": versions},
+    )
+
+
+@require_POST
+@team_required
+def certificate_delete(request, certificate_id):
+    certificate = get_object_or_404(Certificate, team=request.team, pk=certificate_id)
+    services.certificate_delete(certificate=certificate)
+    messages.success(request, f"Certificate {certificate.name} deleted.")
+    return redirect("certificates:certificate_list")

@@ -30,10 +30,22 @@ class ChallTestSrv:
         self.management_url = f"http://127.0.0.1:{management_port}"
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                ["pebble-challtestsrv", "-dns01", f"127.0.0.1:{dns_port}",
-                 "-management", f"127.0.0.1:{management_port}",
-                 "-http01", "", "-https01", "", "-tlsalpn01", ""],
-                stdout=log, stderr=subprocess.STDOUT)
+                [
+                    "pebble-challtestsrv",
+                    "-dns01",
+                    f"127.0.0.1:{dns_port}",
+                    "-management",
+                    f"127.0.0.1:{management_port}",
+                    "-http01",
+                    "",
+                    "-https01",
+                    "",
+                    "-tlsalpn01",
+                    "",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         _wait_for_port(management_port, self.process)
 
     def set_txt(self, name: str, value: str) -> None:
@@ -44,8 +56,7 @@ class ChallTestSrv:
         self._post("/clear-txt", {"host": name.rstrip(".") + "."})
 
     def _post(self, path: str, body: dict) -> None:
-        request = urllib.request.Request(self.management_url + path, data=json.dumps(body).encode(),
-                                         method="POST")
+        request = urllib.request.Request(self.management_url + path, data=json.dumps(body).encode(), method="POST")
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 200
 
@@ -88,8 +99,7 @@ def pebble(tmp_path_factory, challtestsrv) -> Iterator[Pebble]:
 @pytest.fixture(scope="session")
 def pebble_nonce_reject(tmp_path_factory, challtestsrv) -> Iterator[Pebble]:
     """Pebble rejecting half of all good nonces."""
-    yield from _pebble(tmp_path_factory, challtestsrv,
-                       {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "50"})
+    yield from _pebble(tmp_path_factory, challtestsrv, {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "50"})
 
 
 @pytest.fixture(scope="session")
@@ -105,14 +115,14 @@ EAB_HMAC_KEY = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W
 @pytest.fixture(scope="session")
 def pebble_eab(tmp_path_factory, challtestsrv) -> Iterator[Pebble]:
     """Pebble requiring External Account Binding with one key."""
-    yield from _pebble(tmp_path_factory, challtestsrv, {"PEBBLE_VA_NOSLEEP": "1"},
-                       eab_keys={EAB_KID: EAB_HMAC_KEY})
+    yield from _pebble(tmp_path_factory, challtestsrv, {"PEBBLE_VA_NOSLEEP": "1"}, eab_keys={EAB_KID: EAB_HMAC_KEY})
 
 
 def new_session(pebble: Pebble) -> AcmeSession:
     """Return a session for a fresh P-256 account key, registered at ``pebble``."""
-    session = AcmeSession(pebble.directory_url, JWKEC(key=ec.generate_private_key(ec.SECP256R1())),
-                          ca_bundle=pebble.ca_bundle)
+    session = AcmeSession(
+        pebble.directory_url, JWKEC(key=ec.generate_private_key(ec.SECP256R1())), ca_bundle=pebble.ca_bundle
+    )
     session.register("ops@example.test")
     return session
 
@@ -136,8 +146,9 @@ class StubCA:
         self.nonce = 0
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
-    def route(self, method: str, path: str, status: int = 200, body: dict | bytes = b"",
-              headers: dict[str, str] | None = None) -> None:
+    def route(
+        self, method: str, path: str, status: int = 200, body: dict | bytes = b"", headers: dict[str, str] | None = None
+    ) -> None:
         content_type = "application/problem+json" if status >= 400 else "application/json"
         if isinstance(body, dict):
             body = json.dumps(body).encode()
@@ -175,10 +186,16 @@ class StubCA:
 @pytest.fixture
 def stub_ca() -> Iterator[StubCA]:
     stub = StubCA()
-    stub.route("GET", "/dir", body={
-        "newNonce": f"{stub.url}/nonce", "newAccount": f"{stub.url}/account",
-        "newOrder": f"{stub.url}/order", "renewalInfo": f"{stub.url}/ari",
-    })
+    stub.route(
+        "GET",
+        "/dir",
+        body={
+            "newNonce": f"{stub.url}/nonce",
+            "newAccount": f"{stub.url}/account",
+            "newOrder": f"{stub.url}/order",
+            "renewalInfo": f"{stub.url}/ari",
+        },
+    )
     stub.route("HEAD", "/nonce")
     yield stub
     stub.stop()

@@ -21,8 +21,7 @@ def account_key() -> JWKEC:
     return JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
 
 
-def issue(session: AcmeSession, dns: ChallTestSrv, names: list[str], timeout: float = 10
-          ) -> tuple[str, list[str]]:
+def issue(session: AcmeSession, dns: ChallTestSrv, names: list[str], timeout: float = 10) -> tuple[str, list[str]]:
     """Issue a certificate for ``names`` step by step; return the chain PEM and the statuses seen."""
     seen = []
     order = session.new_order(names)
@@ -36,8 +35,7 @@ def issue(session: AcmeSession, dns: ChallTestSrv, names: list[str], timeout: fl
             seen.append(session.answer_challenge(authz.challenge_url).status)
     for authz in authzs:
         # "pending" until the CA has validated the challenge, then "valid" or "invalid".
-        final = poll(lambda url=authz.url: session.get_authorization(url),
-                     lambda a: a.status != "pending", timeout)
+        final = poll(lambda url=authz.url: session.get_authorization(url), lambda a: a.status != "pending", timeout)
         assert final.status == "valid", final.error
     order = poll(lambda: session.get_order(order.url), lambda o: o.status != "pending", timeout)
     assert order.status == "ready"
@@ -56,15 +54,15 @@ def verify_chain(chain_pem: str, root_pem: str, name: str) -> x509.Certificate:
     """Verify the chain for ``name`` up to ``root_pem`` as a TLS client would; return the leaf."""
     leaf, *intermediates = x509.load_pem_x509_certificates(chain_pem.encode())
     root = x509.load_pem_x509_certificate(root_pem.encode())
-    verifier = (verification.PolicyBuilder().store(verification.Store([root]))
-                .build_server_verifier(x509.DNSName(name)))
+    verifier = verification.PolicyBuilder().store(verification.Store([root])).build_server_verifier(x509.DNSName(name))
     verifier.verify(leaf, intermediates)
     return leaf
 
 
 def san(cert: x509.Certificate) -> set[str]:
-    return set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.DNSName))
+    return set(
+        cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    )
 
 
 # Accounts
@@ -96,9 +94,12 @@ def test_register_with_external_account_binding(pebble_eab):
 
 
 def test_unknown_account_url_is_a_permanent_error(pebble):
-    session = AcmeSession(pebble.directory_url, account_key(),
-                          ca_bundle=pebble.ca_bundle,
-                          account_url=pebble.directory_url.replace("/dir", "/my-account/unknown"))
+    session = AcmeSession(
+        pebble.directory_url,
+        account_key(),
+        ca_bundle=pebble.ca_bundle,
+        account_url=pebble.directory_url.replace("/dir", "/my-account/unknown"),
+    )
     with pytest.raises(AcmeError) as caught:
         session.new_order(["nobody.example.test"])
     assert caught.value.permanent and caught.value.problem_type == "accountDoesNotExist"
@@ -193,8 +194,9 @@ def test_csr_for_other_names_is_a_permanent_error(acme, challtestsrv):
     acme.answer_challenge(authz.challenge_url)
     order = poll(lambda: acme.get_order(order.url), lambda o: o.status == "ready")
     with pytest.raises(AcmeError) as caught:
-        acme.finalize(order.url, order.finalize_url,
-                      make_csr(ec.generate_private_key(ec.SECP256R1()), ["other.example.test"]))
+        acme.finalize(
+            order.url, order.finalize_url, make_csr(ec.generate_private_key(ec.SECP256R1()), ["other.example.test"])
+        )
     assert caught.value.permanent and caught.value.problem_type in {"badCSR", "unauthorized"}
 
 
@@ -216,10 +218,14 @@ def test_closed_port_is_a_transient_error():
 
 
 def test_rate_limit_is_transient_with_retry_after(stub_ca):
-    stub_ca.route("POST", "/order", status=429, headers={"Retry-After": "120"}, body={
-        "type": "urn:ietf:params:acme:error:rateLimited", "detail": "too many new orders"})
-    session = AcmeSession(f"{stub_ca.url}/dir", account_key(),
-                          account_url=f"{stub_ca.url}/acct/1")
+    stub_ca.route(
+        "POST",
+        "/order",
+        status=429,
+        headers={"Retry-After": "120"},
+        body={"type": "urn:ietf:params:acme:error:rateLimited", "detail": "too many new orders"},
+    )
+    session = AcmeSession(f"{stub_ca.url}/dir", account_key(), account_url=f"{stub_ca.url}/acct/1")
     with pytest.raises(AcmeError) as caught:
         session.new_order(["limited.example.test"])
     error = caught.value
@@ -227,10 +233,14 @@ def test_rate_limit_is_transient_with_retry_after(stub_ca):
 
 
 def test_server_error_page_is_transient(stub_ca):
-    stub_ca.route("POST", "/order", status=503, body=b"<html>upstream unavailable</html>",
-                  headers={"Content-Type": "text/html", "Retry-After": "5"})
-    session = AcmeSession(f"{stub_ca.url}/dir", account_key(),
-                          account_url=f"{stub_ca.url}/acct/1")
+    stub_ca.route(
+        "POST",
+        "/order",
+        status=503,
+        body=b"<html>upstream unavailable</html>",
+        headers={"Content-Type": "text/html", "Retry-After": "5"},
+    )
+    session = AcmeSession(f"{stub_ca.url}/dir", account_key(), account_url=f"{stub_ca.url}/acct/1")
     with pytest.raises(AcmeError) as caught:
         session.new_order(["down.example.test"])
     assert not caught.value.permanent and caught.value.retry_after == 5
@@ -241,8 +251,7 @@ def test_pebble_harness_reports_a_pebble_that_cannot_start(tmp_path, challtestsr
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     with taken, pytest.raises(RuntimeError, match="pebble exited"):
-        Pebble.start(tmp_path, challtestsrv.dns_address, port=taken.getsockname()[1],
-                     management_port=free_port())
+        Pebble.start(tmp_path, challtestsrv.dns_address, port=taken.getsockname()[1], management_port=free_port())
 
 
 # Renewal information (RFC 9773)
@@ -252,10 +261,17 @@ def _cert_with(key_identifier: bytes, serial: int) -> x509.Certificate:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ari.example.test")])
     now = datetime.datetime.now(datetime.UTC)
-    return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(serial).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=90))
-            .add_extension(x509.AuthorityKeyIdentifier(key_identifier, None, None), critical=False)
-            .sign(key, hashes.SHA256()))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=90))
+        .add_extension(x509.AuthorityKeyIdentifier(key_identifier, None, None), critical=False)
+        .sign(key, hashes.SHA256())
+    )
 
 
 def test_ari_certificate_id_matches_rfc_9773_example():
@@ -271,9 +287,15 @@ def test_renewal_info_is_none_when_the_ca_offers_none(pebble, acme, challtestsrv
 
 def test_renewal_info_returns_the_suggested_window(stub_ca):
     cert = _cert_with(bytes.fromhex("69885B6B87464041E1B37B847BA0AE2CDE01C8D4"), 0x87654321)
-    stub_ca.route("GET", "/ari/aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE", headers={"Retry-After": "21600"}, body={
-        "suggestedWindow": {"start": "2025-01-02T04:00:00Z", "end": "2025-01-03T04:00:00Z"},
-        "explanationURL": "https://ca.example/incident/1"})
+    stub_ca.route(
+        "GET",
+        "/ari/aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE",
+        headers={"Retry-After": "21600"},
+        body={
+            "suggestedWindow": {"start": "2025-01-02T04:00:00Z", "end": "2025-01-03T04:00:00Z"},
+            "explanationURL": "https://ca.example/incident/1",
+        },
+    )
     session = AcmeSession(f"{stub_ca.url}/dir", account_key())
     info = session.renewal_info(cert.public_bytes(Encoding.PEM))
     assert info.start == datetime.datetime(2025, 1, 2, 4, tzinfo=datetime.UTC)

@@ -82,9 +82,7 @@ def rdatas(response: dns.message.Message, rdtype: str = "A") -> list[str]:
 def assert_negative(response: dns.message.Message, rcode: int, zone_name: str = "example.test.") -> None:
     assert response.rcode() == rcode
     assert response.answer == []
-    assert [(rrset.name.to_text(), rrset.rdtype) for rrset in response.authority] == [
-        (zone_name, dns.rdatatype.SOA)
-    ]
+    assert [(rrset.name.to_text(), rrset.rdtype) for rrset in response.authority] == [(zone_name, dns.rdatatype.SOA)]
 
 
 # Authority: SOA, NS, AA.

@@ -2,24 +2,32 @@
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from dns_zones.models import Record
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
+def submit(driver, form) -> None:
+    """Click the form's button and wait for the next page, so no element of the old one is used."""
+    form.find_element(By.CSS_SELECTOR, "button").click()
+    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(form))
+
+
 def test_sign_in_add_zone_and_record_in_chromium(chromium, live_server, owner, plain_http_cookies):
+    chromium.delete_all_cookies()
     chromium.get(f"{live_server.url}/zones/")
     assert "/login/" in chromium.current_url
     chromium.find_element(By.NAME, "username").send_keys("owner")
     chromium.find_element(By.NAME, "password").send_keys("correct horse 42!")
-    chromium.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    submit(chromium, chromium.find_element(By.TAG_NAME, "form"))
     assert chromium.find_element(By.TAG_NAME, "h1").text == "DNS zones"
 
     form = chromium.find_element(By.ID, "zone-create")
     form.find_element(By.NAME, "name").send_keys("browser.test")
-    form.find_element(By.CSS_SELECTOR, "button").click()
+    submit(chromium, form)
     assert chromium.find_element(By.TAG_NAME, "h1").text == "browser.test"
     assert "Zone browser.test created." in chromium.page_source
 
@@ -29,14 +37,14 @@ def test_sign_in_add_zone_and_record_in_chromium(chromium, live_server, owner, p
     name.clear()
     name.send_keys("www")
     form.find_element(By.NAME, "data").send_keys("not-an-address")
-    form.find_element(By.CSS_SELECTOR, "button").click()
+    submit(chromium, form)
     assert "must be an IPv4 address" in chromium.page_source
 
     form = chromium.find_element(By.ID, "record-create")
     data = form.find_element(By.NAME, "data")
     data.clear()
     data.send_keys("192.0.2.44")
-    form.find_element(By.CSS_SELECTOR, "button").click()
+    submit(chromium, form)
     rows = chromium.find_elements(By.CSS_SELECTOR, "#records tbody tr")
     assert any("192.0.2.44" in row.text and row.text.startswith("A www") for row in rows)
     assert Record.objects.filter(zone__name="browser.test", type="A", name="www", data="192.0.2.44").exists()
