@@ -207,6 +207,7 @@ else:
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        "polling_interval": 0.1,
     }
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
@@ -228,8 +229,14 @@ CERTHUB_DNS_DEFAULT_TTL = envint("CERTHUB_DNS_DEFAULT_TTL", 1800)
 CERTHUB_DNS_RELOAD_INTERVAL = float(envint("CERTHUB_DNS_RELOAD_INTERVAL_MS", 250)) / 1000
 
 # ACME (used by issuance).
-ACME_DIRECTORY_URL = envstr("ACME_DIRECTORY_URL", "https://127.0.0.1:14000/dir")
-ACME_CA_BUNDLE = envstr("ACME_CA_BUNDLE")
+# The embedded default is the local Pebble of `make run` (manage.py run_pebble), whose TLS
+# certificate is signed by a CA it writes under DATA_DIR.
+EMBEDDED_ACME_DIRECTORY_URL = "https://127.0.0.1:14000/dir"
+ACME_DIRECTORY_URL = envstr("ACME_DIRECTORY_URL", EMBEDDED_ACME_DIRECTORY_URL)
+ACME_CA_BUNDLE = envstr(
+    "ACME_CA_BUNDLE",
+    str(DATA_DIR / "pebble" / "tls" / "ca.pem") if ACME_DIRECTORY_URL == EMBEDDED_ACME_DIRECTORY_URL else "",
+)
 ACME_ACCOUNT_EMAIL = envstr("ACME_ACCOUNT_EMAIL")
 ACME_EAB_KID = envstr("ACME_EAB_KID")
 ACME_EAB_HMAC_KEY = envsecret("ACME_EAB_HMAC_KEY")
