@@ -109,5 +109,5 @@ def test_unservable_challenge_fails_with_a_clear_reason_after_retries(
     assert issuance.step == Issuance.Step.FAILED and issuance.orders_created == 1
     # Retries happened, with growing delays: a few attempts spread over the budget, not hundreds.
     assert 2 <= issuance.attempts + 1 <= 6, issuance.attempts
-    assert 3 <= elapsed < 20
+    assert 1 <= elapsed < 20  # the retry delays (0.5 s, 1 s, ...) were waited out
     assert not zone.records.filter(type="TXT").exists()  # its challenge records were removed
