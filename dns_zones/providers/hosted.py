@@ -22,7 +22,10 @@ class HostedZoneProvider(DnsProvider):
     def _zone(self, name: str):
         zone = services.zone_for_name(name, team=self.team)
         if zone is None:
-            raise DnsProviderError(f"{name} is in no zone hosted by this team", permanent=True)
+            raise DnsProviderError(
+                f"no DNS zone of your team holds {name}; add the zone back and request the certificate again",
+                permanent=True,
+            )
         return zone
 
     def present(self, name: str, value: str) -> None:

@@ -111,3 +111,27 @@ def test_unservable_challenge_fails_with_a_clear_reason_after_retries(
     assert 2 <= issuance.attempts + 1 <= 6, issuance.attempts
     assert 1 <= elapsed < 20  # the retry delays (0.5 s, 1 s, ...) were waited out
     assert not zone.records.filter(type="TXT").exists()  # its challenge records were removed
+
+
+def test_a_permanent_problem_fails_at_once_without_retries(
+    api, owner, team, dns_server, pebble, use_ca, django_capture_on_commit_callbacks
+):
+    use_ca(pebble)
+    zone = zone_services.zone_create(team=team, name="vanishing.test")
+    with django_capture_on_commit_callbacks(execute=False):
+        r = api.post(
+            "/v2/certificates", {"name": "v", "type": "lets_encrypt", "dns_names": ["vanishing.test"]}, format="json"
+        )
+    issuance = Issuance.objects.get(certificate_id=r.json()["certificate"]["id"])
+    run_until(issuance, Issuance.Step.PUBLISH)
+    zone.delete()  # the customer deletes the zone while the order is open
+
+    assert workflow.advance(issuance.pk) is None  # nothing more to schedule
+    issuance.refresh_from_db()
+    assert issuance.step == Issuance.Step.FAILED and issuance.attempts == 0
+    body = api.get(f"/v2/certificates/{issuance.certificate_id}").json()["certificate"]
+    assert body["state"] == "error"
+    assert body["last_error"] == (
+        "Publishing DNS challenge records: no DNS zone of your team holds _acme-challenge.vanishing.test; "
+        "add the zone back and request the certificate again"
+    )
