@@ -67,9 +67,7 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     if isinstance(exc, exceptions.ValidationError):
         errors = _flatten(exc.detail)
         message = "; ".join(
-            f"{field}: {reason}" if field else reason
-            for field, reasons in errors.items()
-            for reason in reasons
+            f"{field}: {reason}" if field else reason for field, reasons in errors.items() for reason in reasons
         )
         return Response(error_body(422, message, errors=errors), status=status.HTTP_422_UNPROCESSABLE_ENTITY)
     if isinstance(exc, exceptions.APIException):
@@ -157,9 +155,7 @@ class PageNumberLinksPagination(PageNumberPagination):
         url = self.request.build_absolute_uri()
         if self.number > 1:
             pages["first"] = replace_query_param(url, self.page_query_param, 1)
-            pages["prev"] = replace_query_param(
-                url, self.page_query_param, min(self.number - 1, self.num_pages)
-            )
+            pages["prev"] = replace_query_param(url, self.page_query_param, min(self.number - 1, self.num_pages))
         if self.number < self.num_pages:
             pages["next"] = replace_query_param(url, self.page_query_param, self.number + 1)
             pages["last"] = replace_query_param(url, self.page_query_param, self.num_pages)

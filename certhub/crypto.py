@@ -18,9 +18,7 @@ from django.db import models
 def _fernet(keys: tuple[str, ...]) -> MultiFernet:
     if not keys:
         # Only the embedded default (DEBUG) gets here: derive a key from SECRET_KEY.
-        derived = base64.urlsafe_b64encode(
-            hashlib.sha256(b"certhub-at-rest:" + settings.SECRET_KEY.encode()).digest()
-        )
+        derived = base64.urlsafe_b64encode(hashlib.sha256(b"certhub-at-rest:" + settings.SECRET_KEY.encode()).digest())
         keys = (derived.decode(),)
     try:
         return MultiFernet([Fernet(k) for k in keys])
@@ -40,9 +38,7 @@ def decrypt(token: str) -> str:
     try:
         return fernet().decrypt(token.encode()).decode()
     except InvalidToken:
-        raise ImproperlyConfigured(
-            "a stored secret cannot be decrypted with CERTHUB_ENCRYPTION_KEYS"
-        ) from None
+        raise ImproperlyConfigured("a stored secret cannot be decrypted with CERTHUB_ENCRYPTION_KEYS") from None
 
 
 def rotate(token: str) -> str:

@@ -5,10 +5,12 @@ Pebble); production sets DATABASE_URL, REDIS_URL, SECRET_KEY and friends. Bad va
 loudly with ImproperlyConfigured.
 """
 
+import hashlib
 import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -38,6 +40,16 @@ def envint(name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
+
+
+def envfloat(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
 
 
 def envlist(name: str, default: str = "") -> list[str]:
@@ -125,9 +137,7 @@ except ValueError as e:
 # A persistent connection cut by a database restart is noticed and replaced, not served a 500.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"charset": "utf8mb4", "isolation_level": "read committed"}
-    )
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"charset": "utf8mb4", "isolation_level": "read committed"})
     DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default runs web, worker, beat and dns on one file: wait for locks.
@@ -254,19 +264,46 @@ CERTHUB_POLL_MAX_DELAY = float(envint("CERTHUB_POLL_MAX_DELAY_MS", 10_000)) / 10
 CERTHUB_STEP_LEASE_SECONDS = envint("CERTHUB_STEP_LEASE_SECONDS", 120)
 CERTHUB_DNS_CHECK_MAX_POLLS = envint("CERTHUB_DNS_CHECK_MAX_POLLS", 15)
 CERTHUB_RESUME_BATCH = envint("CERTHUB_RESUME_BATCH", 1000)
+
+# Renewal: renew once this fraction of a certificate's lifetime has elapsed ("30 of 90 days"),
+# unless the CA's ACME Renewal Information says when. The sweep runs every SWEEP_HOURS at a
+# fixed offset derived from SECRET_KEY (not on the hour, the same across beat restarts), and
+# staggers the renewals it queues by SPACING so a large batch does not burst.
+CERTHUB_RENEWAL_FRACTION = envfloat("CERTHUB_RENEWAL_FRACTION", 1 / 3)
+if not 0 < CERTHUB_RENEWAL_FRACTION < 1:
+    raise ImproperlyConfigured("CERTHUB_RENEWAL_FRACTION must be between 0 and 1")
+CERTHUB_RENEWAL_SWEEP_HOURS = envint("CERTHUB_RENEWAL_SWEEP_HOURS", 4)
+if CERTHUB_RENEWAL_SWEEP_HOURS < 1 or 24 % CERTHUB_RENEWAL_SWEEP_HOURS:
+    raise ImproperlyConfigured("CERTHUB_RENEWAL_SWEEP_HOURS must divide 24 (1, 2, 3, 4, 6, 8, 12 or 24)")
+CERTHUB_RENEWAL_BATCH = envint("CERTHUB_RENEWAL_BATCH", 500)
+CERTHUB_RENEWAL_SPACING = float(envint("CERTHUB_RENEWAL_SPACING_MS", 100)) / 1000
+# After a failed renewal, try again this much later (never past the certificate's expiry).
+CERTHUB_RENEWAL_RETRY_SECONDS = envint("CERTHUB_RENEWAL_RETRY_SECONDS", 6 * 3600)
+
+_sweep_offset = int(hashlib.sha256(SECRET_KEY.encode()).hexdigest(), 16)
 CELERY_BEAT_SCHEDULE = {
     "resume-issuances": {
         "task": "certificates.tasks.resume_issuances",
         "schedule": float(envint("CERTHUB_RESUME_SWEEP_SECONDS", 30)),
+    },
+    "renewal-sweep": {
+        "task": "certificates.tasks.renewal_sweep",
+        "schedule": crontab(
+            minute=str(_sweep_offset % 60),
+            hour=f"{_sweep_offset // 60 % CERTHUB_RENEWAL_SWEEP_HOURS}-23/{CERTHUB_RENEWAL_SWEEP_HOURS}",
+        ),
+    },
+    "outbox-relay": {"task": "distribution.tasks.relay_outbox", "schedule": 10.0, "options": {"expires": 10}},
+    "expiry-notifications": {
+        "task": "certificates.tasks.notification_sweep",
+        "schedule": crontab(minute=str((_sweep_offset // 7) % 60)),
     },
 }
 
 # Email.
 EMAIL_BACKEND = envstr(
     "EMAIL_BACKEND",
-    "django.core.mail.backends.console.EmailBackend"
-    if DEBUG
-    else "django.core.mail.backends.smtp.EmailBackend",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
 )
 EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
 EMAIL_PORT = envint("EMAIL_PORT", 25)

@@ -26,9 +26,7 @@ def token_list(request):
         )
         form = TokenForm()
     tokens = ApiToken.objects.filter(team=request.team).order_by("-created_at")
-    response = render(
-        request, "certhub/token_list.html", {"tokens": tokens, "form": form, "plaintext": plaintext}
-    )
+    response = render(request, "certhub/token_list.html", {"tokens": tokens, "form": form, "plaintext": plaintext})
     response["Cache-Control"] = "no-store"
     return response
 

@@ -1,6 +1,6 @@
 """`/v2/certificates`, as in DigitalOcean's API v2, with additive fields of ours."""
 
-from django.db.models import Prefetch
+from django.db.models import OuterRef, Subquery
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -33,19 +33,11 @@ class CertificateSerializer(serializers.ModelSerializer):
     def get_sha1_fingerprint(self, obj: Certificate) -> str:
         return obj.current_version.sha1_fingerprint if obj.current_version else ""
 
-    def _issuance(self, obj: Certificate) -> Issuance | None:
-        latest = getattr(obj, "latest_issuances", None)
-        if latest is None:
-            latest = list(obj.issuances.order_by("-started_at")[:1])
-        return latest[0] if latest else None
-
     def get_step(self, obj: Certificate) -> str | None:
-        issuance = self._issuance(obj)
-        return issuance.step if issuance else None
+        return obj.latest_step
 
     def get_attempts(self, obj: Certificate) -> int:
-        issuance = self._issuance(obj)
-        return issuance.attempts if issuance else 0
+        return obj.latest_attempts or 0
 
 
 class CertificateRequestSerializer(serializers.Serializer):
@@ -58,11 +50,15 @@ class CertificateRequestSerializer(serializers.Serializer):
 
 
 def certificates_of(team):
+    """The team's certificates with their current version and their latest issuance's progress."""
+    latest = Issuance.objects.filter(certificate=OuterRef("pk")).order_by("-started_at")
     return (
         Certificate.objects.filter(team=team)
         .select_related("current_version")
-        .prefetch_related(
-            Prefetch("issuances", queryset=Issuance.objects.order_by("-started_at"), to_attr="latest_issuances")
+        .defer("current_version__private_key_pem", "current_version__leaf_pem", "current_version__chain_pem")
+        .annotate(
+            latest_step=Subquery(latest.values("step")[:1]),
+            latest_attempts=Subquery(latest.values("attempts")[:1]),
         )
     )
 
@@ -96,8 +92,47 @@ class CertificateDetailView(APIView):
         certificate = get_object_or_404(certificates_of(request_team(request)), pk=certificate_id)
         return Response({"certificate": CertificateSerializer(certificate).data})
 
+    @extend_schema(request=CertificateRequestSerializer, responses=CertificateSerializer)
+    def patch(self, request, certificate_id):
+        """Change `key_type` (an extension); the next renewal uses it."""
+        certificate = get_object_or_404(certificates_of(request_team(request)), pk=certificate_id)
+        body = request.data if isinstance(request.data, dict) else {}
+        unknown = sorted(set(body) - {"key_type"})
+        if unknown or "key_type" not in body:
+            raise Unprocessable({(unknown or ["key_type"])[0]: ["only key_type can be changed"]})
+        try:
+            services.certificate_set_key_type(certificate=certificate, key_type=body["key_type"])
+        except Invalid as e:
+            raise Unprocessable(e.errors) from None
+        return Response({"certificate": CertificateSerializer(certificate).data})
+
     @extend_schema(responses={204: None})
     def delete(self, request, certificate_id):
         certificate = get_object_or_404(Certificate, team=request_team(request), pk=certificate_id)
         services.certificate_delete(certificate=certificate)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ActionSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["renew"])
+
+
+class CertificateActionView(APIView):
+    """`POST /v2/certificates/{id}/actions` with `{"type": "renew"}` (an extension): renew now."""
+
+    @extend_schema(request=ActionSerializer, responses={201: ActionSerializer})
+    def post(self, request, certificate_id):
+        certificate = get_object_or_404(Certificate, team=request_team(request), pk=certificate_id)
+        body = request.data if isinstance(request.data, dict) else {}
+        if body.get("type") != "renew":
+            raise Unprocessable({"type": ["must be renew"]})
+        try:
+            issuance = services.certificate_renew_now(certificate=certificate)
+        except Invalid as e:
+            raise Unprocessable(e.errors) from None
+        action = {
+            "id": issuance.pk, "status": "in-progress", "type": "renew",
+            "started_at": issuance.started_at.isoformat().replace("+00:00", "Z"), "completed_at": None,
+            "resource_id": str(certificate.pk), "resource_type": "certificate",
+        }  # fmt: skip
+        return Response({"action": action}, status=status.HTTP_201_CREATED)

@@ -15,9 +15,11 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from acme_client import accounts
-from acme_client.protocol import AcmeError, AcmeSession, make_csr
-from certificates import keys, notifications
+from acme_client.protocol import AcmeError, AcmeSession, RenewalInfo, ari_certificate_id, make_csr
+from certificates import keys, notifications, renewal
 from certificates.models import Certificate, CertificateVersion, Issuance
+from distribution import outbox
+from distribution.models import OutboxEvent
 from dns_zones.providers import DnsProvider, DnsProviderError, provider_class
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ def _move(issuance: Issuance, step: str) -> float:
 
 
 def step_new_order(issuance: Issuance, acme: AcmeSession) -> float:
-    order = acme.new_order(issuance.dns_names)
+    order = acme.new_order(issuance.dns_names, replaces=issuance.replaces or None)
     issuance.orders_created += 1
     issuance.order_url = order.url
     issuance.finalize_url = order.finalize_url
@@ -148,25 +150,42 @@ def step_poll_order(issuance: Issuance, acme: AcmeSession) -> float:
 def step_download(issuance: Issuance, acme: AcmeSession) -> float:
     fullchain = acme.download_certificate(issuance.certificate_url)
     facts = keys.certificate_facts(fullchain)
+    info, ari_id = _renewal_info(acme, fullchain)
     with transaction.atomic():
         certificate = Certificate.objects.select_for_update().filter(pk=issuance.certificate_id).first()
         if certificate is None:
             return _move(issuance, Step.CLEANUP)  # deleted meanwhile
-        version, _ = CertificateVersion.objects.get_or_create(
-            issuance=issuance,
-            defaults=dict(
-                certificate=certificate, serial=facts.serial, not_before=facts.not_before,
+        version = CertificateVersion.objects.filter(issuance=issuance).first()
+        if version is None:
+            version = CertificateVersion(
+                certificate=certificate, issuance=issuance, serial=facts.serial, not_before=facts.not_before,
                 not_after=facts.not_after, key_type=facts.key_type, sha1_fingerprint=facts.sha1_fingerprint,
-                sha256_fingerprint=facts.sha256_fingerprint, leaf_pem=facts.leaf_pem,
-                chain_pem=facts.chain_pem, private_key_pem=issuance.private_key_pem,
-            ),
-        )  # fmt: skip
+                sha256_fingerprint=facts.sha256_fingerprint, leaf_pem=facts.leaf_pem, chain_pem=facts.chain_pem,
+                private_key_pem=issuance.private_key_pem, ari_id=ari_id,
+            )  # fmt: skip
+            renewal.schedule_after_success(certificate, version, info)
+            version.save()
+            outbox.record_event(kind=OutboxEvent.Kind.VERSION_CREATED, certificate=certificate, version=version)
         certificate.current_version = version
         certificate.state = Certificate.State.VERIFIED
         certificate.last_error = ""
-        certificate.save(update_fields=["current_version", "state", "last_error"])
-        transaction.on_commit(lambda: notifications.certificate_ready(certificate.pk))
+        certificate.renew_at = version.renew_at
+        certificate.save()
+        transaction.on_commit(lambda: notifications.certificate_ready(certificate.pk), robust=True)
+        transaction.on_commit(relay_soon, robust=True)
     return _move(issuance, Step.CLEANUP)
+
+
+def _renewal_info(acme: AcmeSession, fullchain: str) -> tuple[RenewalInfo | None, str]:
+    """ARI for the new certificate where the CA offers it; its absence or failure is no error."""
+    if not acme.directory.to_partial_json().get("renewalInfo"):
+        return None, ""
+    ari_id = ari_certificate_id(keys.split_pem_chain(fullchain)[0])
+    try:
+        return acme.renewal_info(fullchain), ari_id
+    except AcmeError as e:
+        log.warning("renewal information unavailable, using the lifetime rule: %s", e)
+        return None, ari_id
 
 
 def step_cleanup(issuance: Issuance, acme: AcmeSession) -> float:
@@ -190,6 +209,13 @@ STEPS: dict[str, Callable[[Issuance, AcmeSession], float]] = {
 }
 
 
+def relay_soon() -> None:
+    """Ask for the outbox to be relayed now rather than at the next beat (which relays anyway)."""
+    from distribution.tasks import relay_outbox
+
+    relay_outbox.delay()
+
+
 def _cleanup_records(issuance: Issuance) -> None:
     try:
         provider = _provider(issuance)
@@ -211,13 +237,20 @@ def _fail(issuance: Issuance, reason: str) -> None:
     issuance.finished_at = timezone.now()
     issuance.private_key_pem = ""
     with transaction.atomic():
-        # A renewal that fails leaves a still-valid certificate verified; only its error shows.
-        Certificate.objects.filter(pk=issuance.certificate_id).update(last_error=reason)
-        updated = Certificate.objects.filter(pk=issuance.certificate_id, current_version__isnull=True).update(
-            state=Certificate.State.ERROR
-        )
-        if updated:
-            transaction.on_commit(lambda: notifications.certificate_failed(issuance.certificate_id))
+        certificate = Certificate.objects.select_for_update().filter(pk=issuance.certificate_id).first()
+        if certificate is None:
+            return
+        certificate.last_error = reason
+        if certificate.current_version_id is None:
+            certificate.state = Certificate.State.ERROR
+            transaction.on_commit(lambda: notifications.certificate_failed(certificate.pk), robust=True)
+        # A renewal that fails leaves the still-valid certificate verified; it is tried again
+        # later and the team hears of it if it keeps failing for a day.
+        certificate.save(update_fields=["last_error", "state"])
+        if certificate.current_version_id is not None:
+            renewal.schedule_after_failure(certificate.pk)
+        outbox.record_event(kind=OutboxEvent.Kind.FAILED, certificate=certificate, reason=reason)
+        transaction.on_commit(relay_soon, robust=True)
 
 
 def _restart(issuance: Issuance) -> None:
@@ -227,6 +260,14 @@ def _restart(issuance: Issuance) -> None:
     issuance.order_url = issuance.finalize_url = issuance.certificate_url = ""
     issuance.authorizations = []
     issuance.polls = 0
+
+
+# What a step may change; the key is written on its own (by finalize) and only cleared here,
+# so most steps neither re-encrypt nor rewrite it.
+SAVED_EVERY_STEP = [
+    "step", "attempts", "polls", "orders_created", "last_error", "next_attempt_at", "finished_at",
+    "order_url", "finalize_url", "certificate_url", "authorizations",
+]  # fmt: skip
 
 
 def advance(issuance_id: int) -> float | None:
@@ -272,8 +313,9 @@ def advance(issuance_id: int) -> float | None:
     if issuance.step == Step.DONE:
         delay = None
     issuance.next_attempt_at = now + timedelta(seconds=delay or 0)
+    fields = SAVED_EVERY_STEP + (["private_key_pem"] if not issuance.private_key_pem else [])
     try:
-        issuance.save(force_update=True)
+        issuance.save(force_update=True, update_fields=fields)
     except DatabaseError as e:
         if type(e) is not DatabaseError:  # only "forced update did not affect any rows"
             raise

@@ -40,11 +40,19 @@ class Certificate(models.Model):
     current_version = models.ForeignKey(
         "CertificateVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # When the renewal sweep should pick this certificate: the current version's renew_at, or
+    # null while a renewal is under way (claimed) and for certificates that are never renewed.
+    renew_at = models.DateTimeField(null=True, blank=True)
+    # Set by the first failed renewal, cleared by a success; the team is emailed after a day.
+    renewal_failing_since = models.DateTimeField(null=True, blank=True)
+    renewal_failure_notified = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [models.UniqueConstraint(fields=["team", "name"], name="certificate_name_unique_in_team")]
+        # The sweep walks due rows by (renew_at, id): cost follows the due rows, not the table.
+        indexes = [models.Index(fields=["renew_at", "id"], name="certificate_renewal_due")]
 
     def __str__(self) -> str:
         return self.name
@@ -83,6 +91,9 @@ class Issuance(models.Model):
     finalize_url = models.URLField(max_length=500, blank=True)
     certificate_url = models.URLField(max_length=500, blank=True)
     authorizations = models.JSONField(default=list)  # [{url, challenge_url, record_name, value, status}]
+    # RFC 9773: the ARI id of the certificate this order renews, sent as the order's "replaces".
+    replaces = models.CharField(max_length=200, blank=True)
+    reason = models.CharField(max_length=20, default="issue")  # issue, renew, renew_now
     private_key_pem = EncryptedTextField(blank=True)
 
     class Meta:
@@ -108,6 +119,13 @@ class CertificateVersion(models.Model):
     leaf_pem = models.TextField()
     chain_pem = models.TextField(blank=True)
     private_key_pem = EncryptedTextField()
+    # When this version should be replaced: ARI's window where the CA offers one, else a fraction
+    # of its lifetime (CERTHUB_RENEWAL_FRACTION).
+    renew_at = models.DateTimeField(db_index=True)
+    ari_id = models.CharField(max_length=200, blank=True)
+    ari_retry_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Expiry warnings already sent, as days before not_after (e.g. [7, 1]).
+    warned_days = models.JSONField(default=list)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

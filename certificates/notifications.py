@@ -1,12 +1,15 @@
 """Email the team when a certificate is ready or needs attention."""
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
+from django.db.models import F
+from django.utils import timezone
 
-from certificates.models import Certificate
+from certificates.models import Certificate, CertificateVersion
 
 log = logging.getLogger(__name__)
 
@@ -50,3 +53,53 @@ def certificate_failed(certificate_id) -> None:
         f"We could not issue the certificate {certificate.name} for {', '.join(certificate.dns_names)}.\n\n"
         f"{certificate.last_error}\n",
     )
+
+
+# Days before expiry at which the team is warned; custom certificates are never renewed by us,
+# so their owners hear earlier and more often.
+LETS_ENCRYPT_WARNING_DAYS = (7, 1)
+CUSTOM_WARNING_DAYS = (30, 14, 7, 1)
+RENEWAL_FAILURE_GRACE = timedelta(days=1)
+
+
+def notification_sweep(*, now=None) -> int:
+    """Send each due warning once; return how many emails went out."""
+    now = now or timezone.now()
+    sent = 0
+    failing = Certificate.objects.filter(
+        renewal_failing_since__lte=now - RENEWAL_FAILURE_GRACE, renewal_failure_notified=False
+    ).select_related("team")
+    for certificate in failing:
+        if Certificate.objects.filter(pk=certificate.pk, renewal_failure_notified=False).update(
+            renewal_failure_notified=True
+        ):
+            _send(
+                certificate,
+                f"Renewal of {certificate.name} keeps failing",
+                f"We have been unable to renew {certificate.name} for over a day and keep trying.\n\n"
+                f"{certificate.last_error}\n",
+            )
+            sent += 1
+    horizon = now + timedelta(days=max(CUSTOM_WARNING_DAYS) + 1)
+    expiring = (
+        CertificateVersion.objects.filter(not_after__lte=horizon, certificate__current_version=F("pk"))
+        .select_related("certificate__team")
+        .defer("private_key_pem")
+    )
+    for version in expiring:
+        certificate = version.certificate
+        days = CUSTOM_WARNING_DAYS if certificate.type == Certificate.Type.CUSTOM else LETS_ENCRYPT_WARNING_DAYS
+        left = version.not_after - now
+        due = [d for d in days if left <= timedelta(days=d) and d not in version.warned_days]
+        if not due or left <= timedelta(0):
+            continue
+        version.warned_days = sorted({*version.warned_days, *due}, reverse=True)
+        CertificateVersion.objects.filter(pk=version.pk).update(warned_days=version.warned_days)
+        _send(
+            certificate,
+            f"Certificate {certificate.name} expires in {max(left.days, 0) or 'less than one'} day(s)",
+            f"{certificate.name} ({', '.join(certificate.dns_names)}) expires on "
+            f"{version.not_after:%Y-%m-%d %H:%M} UTC.\n{certificate.last_error}\n",
+        )
+        sent += 1
+    return sent

@@ -68,8 +68,35 @@ def issuance_start(*, certificate: Certificate) -> Issuance:
 
 def certificate_delete(*, certificate: Certificate) -> None:
     """Delete the certificate, its versions and open orders, removing any challenge records."""
-    from certificates.issuance import _cleanup_records
+    from certificates.issuance import _cleanup_records, relay_soon
+    from distribution import outbox
+    from distribution.models import OutboxEvent
 
     for issuance in certificate.issuances.exclude(step__in=[Issuance.Step.DONE, Issuance.Step.FAILED]):
         _cleanup_records(issuance)
-    certificate.delete()
+    with transaction.atomic():
+        outbox.record_event(kind=OutboxEvent.Kind.DELETED, certificate=certificate)
+        certificate.delete()
+        transaction.on_commit(relay_soon, robust=True)
+
+
+def certificate_set_key_type(*, certificate: Certificate, key_type: Any) -> Certificate:
+    """Change the key type; it takes effect at the next renewal."""
+    if certificate.type != Certificate.Type.LETS_ENCRYPT:
+        raise Invalid({"key_type": ["only Let's Encrypt certificates get new keys from us"]})
+    if key_type not in KeyType.values:
+        raise Invalid({"key_type": [f"must be one of {', '.join(KeyType.values)}"]})
+    Certificate.objects.filter(pk=certificate.pk).update(key_type=key_type)
+    certificate.key_type = key_type
+    return certificate
+
+
+def certificate_renew_now(*, certificate: Certificate) -> Issuance:
+    from certificates.renewal import renew_now
+
+    if certificate.type != Certificate.Type.LETS_ENCRYPT:
+        raise Invalid({"type": ["custom certificates are renewed by uploading a new version"]})
+    issuance = renew_now(certificate)
+    if issuance is None:
+        raise Invalid({"type": ["an issuance for this certificate is already under way"]})
+    return issuance

@@ -1,5 +1,7 @@
 """Celery tasks: thin, idempotent, taking ids; the services do the work."""
 
+import logging
+
 from celery import shared_task
 from django.conf import settings
 
@@ -30,3 +32,26 @@ def resume_issuances() -> int:
     for issuance_id in ids:
         advance_issuance.delay(issuance_id)
     return len(ids)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def renewal_sweep() -> int:
+    """Queue the renewal of every certificate whose renewal time has come (beat, every 4 hours)."""
+    from acme_client import accounts
+    from certificates import renewal
+
+    try:
+        # First, so a window the CA moved earlier is honoured by this very sweep.
+        renewal.ari_refresh(accounts.session())
+    except Exception:  # ARI is advisory: a CA without it, or down, must not stop renewals
+        logging.getLogger(__name__).warning("renewal information not refreshed", exc_info=True)
+    queued = renewal.renewal_sweep()
+    return queued
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def notification_sweep() -> int:
+    """Email teams about renewals failing for a day and certificates about to expire."""
+    from certificates import notifications
+
+    return notifications.notification_sweep()

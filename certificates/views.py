@@ -8,7 +8,7 @@ from certhub.tenancy import team_required
 from certificates import services
 from certificates.api import certificates_of
 from certificates.forms import CertificateRequestForm
-from certificates.models import Certificate, Issuance
+from certificates.models import Certificate, Issuance, KeyType
 from dns_zones.models import Zone
 from dns_zones.services import Invalid
 
@@ -45,7 +45,7 @@ def certificate_list(request):
 @team_required
 def certificate_detail(request, certificate_id):
     certificate = get_object_or_404(certificates_of(request.team), pk=certificate_id)
-    issuance = certificate.latest_issuances[0] if certificate.latest_issuances else None
+    issuance = certificate.issuances.defer("private_key_pem").order_by("-started_at").first()
     steps = []
     if issuance is not None:
         reached = True
@@ -57,7 +57,13 @@ def certificate_detail(request, certificate_id):
     return render(
         request,
         "certificates/certificate_detail.html",
-        {"certificate": certificate, "issuance": issuance, "steps": steps, "versions": versions},
+        {
+            "certificate": certificate,
+            "issuance": issuance,
+            "steps": steps,
+            "versions": versions,
+            "key_types": KeyType.choices,
+        },
     )
 
 
@@ -68,3 +74,29 @@ def certificate_delete(request, certificate_id):
     services.certificate_delete(certificate=certificate)
     messages.success(request, f"Certificate {certificate.name} deleted.")
     return redirect("certificates:certificate_list")
+
+
+@require_POST
+@team_required
+def certificate_key_type(request, certificate_id):
+    certificate = get_object_or_404(Certificate, team=request.team, pk=certificate_id)
+    try:
+        services.certificate_set_key_type(certificate=certificate, key_type=request.POST.get("key_type"))
+    except Invalid as e:
+        messages.error(request, " ".join(r for reasons in e.errors.values() for r in reasons))
+    else:
+        messages.success(request, f"Key type set to {certificate.get_key_type_display()} from the next renewal.")
+    return redirect("certificates:certificate_detail", certificate_id=certificate.pk)
+
+
+@require_POST
+@team_required
+def certificate_renew(request, certificate_id):
+    certificate = get_object_or_404(Certificate, team=request.team, pk=certificate_id)
+    try:
+        services.certificate_renew_now(certificate=certificate)
+    except Invalid as e:
+        messages.error(request, " ".join(r for reasons in e.errors.values() for r in reasons))
+    else:
+        messages.success(request, "Renewal started.")
+    return redirect("certificates:certificate_detail", certificate_id=certificate.pk)

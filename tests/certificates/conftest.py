@@ -101,3 +101,71 @@ def wait_for_state(api, certificate_id: str, states=("verified", "error"), timeo
             return body
         time.sleep(0.05)
     raise AssertionError(f"certificate still {body['state']} at step {body['step']}: {body['last_error']}")
+
+
+class AriFront:
+    """A small directory in front of Pebble that adds ACME Renewal Information (RFC 9773).
+
+    Pebble 2.4 offers no `renewalInfo`. This server answers the directory (Pebble's, plus a
+    `renewalInfo` URL) and the ARI resource from `window`; every other URL in the directory still
+    points at Pebble, so orders, challenges and certificates are real.
+    """
+
+    def __init__(self, pebble: Pebble):
+        import json
+        import ssl
+        import threading
+        import urllib.request
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        context = ssl.create_default_context(cafile=pebble.ca_bundle)
+        directory = json.load(urllib.request.urlopen(pebble.directory_url, context=context))
+        self.window: tuple[str, str] = ("2000-01-01T00:00:00Z", "2000-01-02T00:00:00Z")
+        self.retry_after = 3600
+        self.queried: list[str] = []
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/dir":
+                    body = {**directory, "renewalInfo": f"{front.url}/ari"}
+                    headers = {}
+                elif self.path.startswith("/ari/"):
+                    front.queried.append(self.path.removeprefix("/ari/"))
+                    body = {"suggestedWindow": {"start": front.window[0], "end": front.window[1]}}
+                    headers = {"Retry-After": str(front.retry_after)}
+                else:
+                    self.send_error(404)
+                    return
+                payload = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.directory_url = f"{self.url}/dir"
+        self.ca_bundle = pebble.ca_bundle
+        self._pebble = pebble
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def root_pem(self) -> str:
+        return self._pebble.root_pem()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def ari_front(pebble) -> Iterator[AriFront]:
+    front = AriFront(pebble)
+    yield front
+    front.stop()

@@ -7,6 +7,7 @@ import pytest
 from django.utils import timezone
 
 from certificates import issuance as workflow
+from certificates import tasks
 from certificates.models import Certificate, Issuance
 from certificates.tasks import resume_issuances
 from dns_zones import services as zone_services
@@ -15,12 +16,12 @@ from tests.certificates.conftest import wait_for_state
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def pending_issuance(api, dns_names, capture) -> Issuance:
-    # The queued first task is held back: the test plays the worker until the "kill".
-    with capture(execute=False):
-        r = api.post(
-            "/v2/certificates", {"name": "resumed", "type": "lets_encrypt", "dns_names": dns_names}, format="json"
-        )
+def pending_issuance(api, dns_names, name: str = "resumed") -> Issuance:
+    # on_commit runs for real in transactional tests, so the first task itself is held back:
+    # the test plays the worker until the "kill".
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tasks.advance_issuance, "delay", lambda *args, **kwargs: None)
+        r = api.post("/v2/certificates", {"name": name, "type": "lets_encrypt", "dns_names": dns_names}, format="json")
     assert r.status_code == 201, r.content
     return Issuance.objects.get(certificate_id=r.json()["certificate"]["id"])
 
@@ -57,12 +58,11 @@ def resume_by_sweep(api, issuance: Issuance) -> dict:
 
 @pytest.mark.parametrize("killed_at", [Issuance.Step.PUBLISH, Issuance.Step.POLL_ORDER])
 def test_killed_worker_is_resumed_with_exactly_one_order(
-    api, owner, zones, dns_server, pebble, use_ca, celery_worker, settings, killed_at,
-    django_capture_on_commit_callbacks,
-):  # fmt: skip
+    api, owner, zones, dns_server, pebble, use_ca, celery_worker, settings, killed_at
+):
     settings.CERTHUB_STEP_LEASE_SECONDS = 1
     use_ca(pebble)
-    issuance = pending_issuance(api, ["www.alpha.test", "*.beta.test"], django_capture_on_commit_callbacks)
+    issuance = pending_issuance(api, ["www.alpha.test", "*.beta.test"])
     if killed_at == Issuance.Step.POLL_ORDER:
         # Killed right after sending finalize, before saving: the CA has the CSR, we do not know it.
         issuance = run_until(issuance, Issuance.Step.FINALIZE)
@@ -113,16 +113,10 @@ def test_unservable_challenge_fails_with_a_clear_reason_after_retries(
     assert not zone.records.filter(type="TXT").exists()  # its challenge records were removed
 
 
-def test_a_permanent_problem_fails_at_once_without_retries(
-    api, owner, team, dns_server, pebble, use_ca, django_capture_on_commit_callbacks
-):
+def test_a_permanent_problem_fails_at_once_without_retries(api, owner, team, dns_server, pebble, use_ca):
     use_ca(pebble)
     zone = zone_services.zone_create(team=team, name="vanishing.test")
-    with django_capture_on_commit_callbacks(execute=False):
-        r = api.post(
-            "/v2/certificates", {"name": "v", "type": "lets_encrypt", "dns_names": ["vanishing.test"]}, format="json"
-        )
-    issuance = Issuance.objects.get(certificate_id=r.json()["certificate"]["id"])
+    issuance = pending_issuance(api, ["vanishing.test"], name="v")
     run_until(issuance, Issuance.Step.PUBLISH)
     zone.delete()  # the customer deletes the zone while the order is open
 

@@ -18,9 +18,7 @@ class Command(BaseCommand):
         wanted = [s.strip() for s in scopes.split(",") if s.strip()]
         unknown = sorted(set(wanted) - set(ApiToken.Scope.values))
         if unknown or not wanted:
-            raise CommandError(
-                f"--scopes: unknown scope(s) {', '.join(unknown) or '(none given)'}; use read, write"
-            )
+            raise CommandError(f"--scopes: unknown scope(s) {', '.join(unknown) or '(none given)'}; use read, write")
         if create_team:
             team_obj, _ = Team.objects.get_or_create(name=team)
         else:

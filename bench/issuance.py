@@ -1,0 +1,613 @@
+"""Measure Let's Encrypt-style issuance against Pebble: CertHub's API and worker next to lego.
+
+Run:  .venv/bin/python bench/issuance.py [-n 20] [--concurrency 10] [--trace]
+
+Needs (Debian packages): pebble, knot (knotd), lego (`apt-get install -y lego`), and a running
+MariaDB (root without password on 127.0.0.1:3306) and Redis (127.0.0.1:6379).
+
+What it measures, for N certificates each, sequentially and then N at once from a thread pool:
+
+- CertHub: `POST /v2/certificates` (type lets_encrypt, one name `c<i>.bench.test`, ECDSA P-256
+  by default), then `GET /v2/certificates/{id}` every --poll-ms until `verified`; the time of one
+  certificate is POST to verified. Behind the API: gunicorn, a Celery worker on Redis, the
+  scratch MariaDB database `certhub_bench` (dropped and created), Redis DB 14 (flushed),
+  `manage.py run_dns` answering the zone `bench.test`, and a Pebble validating against it.
+- lego: `lego ... --dns rfc2136 ... run` for `c<i>.lego.test`, timed from process start to a
+  zero exit; it updates a local knotd (zone `lego.test`, updates allowed from 127.0.0.1) which a
+  second Pebble validates against.
+
+Both Pebbles run with PEBBLE_VA_NOSLEEP=1 (no random validation delay) and
+PEBBLE_WFE_NONCEREJECT=0 (no deliberately rejected nonces). One CertHub certificate is issued
+before measuring, so the ACME account registration and process warm-up are not counted; every lego
+run registers its own account, as a fresh lego does.
+
+Printed: a table of certificates/minute (N / wall time), median and p90 seconds per certificate
+and failures, plus the CertHub settings used. --trace adds a sequential pass that watches the
+Issuance rows and reports how long each step (including its waits) takes on average.
+Everything listens on 127.0.0.1 and everything started here is stopped at the end.
+"""
+
+import argparse
+import concurrent.futures
+import itertools
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from acme_client.pebble import Pebble  # noqa: E402
+
+HOST = "127.0.0.1"
+DATABASE = "certhub_bench"
+DATABASE_URL = f"mysql://root@{HOST}:3306/{DATABASE}"
+REDIS_URL = f"redis://{HOST}:6379/14"
+CERTHUB_ZONE = "bench.test"
+LEGO_ZONE = "lego.test"
+TEAM = "bench"
+KNOTD = "/usr/sbin/knotd"
+CERT_TIMEOUT = 60.0  # seconds before one certificate counts as failed
+PEBBLE_ENV = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
+
+
+@dataclass
+class Result:
+    client: str
+    mode: str
+    seconds: list[float] = field(default_factory=list)  # per successful certificate
+    failures: int = 0
+    wall: float = 0.0
+
+    @property
+    def n(self) -> int:
+        return len(self.seconds) + self.failures
+
+    def row(self) -> str:
+        ordered = sorted(self.seconds)
+        per_minute = len(ordered) / self.wall * 60 if self.wall else 0.0
+        median = statistics.median(ordered) if ordered else float("nan")
+        p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))] if ordered else float("nan")
+        return (
+            f"{self.client:<8} {self.mode:<11} {self.n:>4} {per_minute:>10.0f} {median:>10.3f} "
+            f"{p90:>8.3f} {self.failures:>8}"
+        )
+
+
+# Processes.
+
+
+class Processes:
+    """Every process started here, each in its own session, stopped in reverse order."""
+
+    def __init__(self, logs: Path):
+        self.logs = logs
+        self.started: list[subprocess.Popen] = []
+        self.by_name: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = (self.logs / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.started.append(process)
+        self.by_name[name] = process
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            stop(process)
+        self.started.clear()
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the process, then SIGKILL its process group (its own children) if it lingers."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # prefork children and the like; the group is ours
+    except (ProcessLookupError, PermissionError):
+        pass
+    if process.poll() is None:
+        process.wait()
+
+
+def free_port() -> int:
+    """A loopback port free for both UDP and TCP."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((HOST, 0))
+            port = udp.getsockname()[1]
+            with socket.socket() as tcp:
+                try:
+                    tcp.bind((HOST, port))
+                except OSError:
+                    continue
+                return port
+
+
+def wait_until(check, what: str, process: subprocess.Popen | None = None, timeout: float = 60) -> None:
+    """Call check() until it returns true; fail if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {process.returncode}")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not ready after {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def answers_soa(port: int, zone: str) -> bool:
+    import dns.message
+    import dns.query
+
+    response = dns.query.udp(dns.message.make_query(zone, "SOA"), HOST, port=port, timeout=0.5)
+    return bool(response.answer)
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    """Run a management command to completion and return its stdout."""
+    done = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stderr}")
+    return done.stdout
+
+
+# CertHub.
+
+
+def certhub_env(scratch: Path, args: argparse.Namespace, dns_port: int) -> dict[str, str]:
+    import base64
+
+    (scratch / "static").mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "certhub.settings",
+        "DEBUG": "0",
+        "SECRET_KEY": "bench-only-secret-key-not-for-production-use-0123456789",
+        "CERTHUB_ENCRYPTION_KEYS": base64.urlsafe_b64encode(b"b" * 32).decode(),
+        "SECURE_SSL_REDIRECT": "0",
+        "ALLOWED_HOSTS": HOST,
+        "DATABASE_URL": DATABASE_URL,
+        "REDIS_URL": REDIS_URL,
+        "CERTHUB_DATA_DIR": str(scratch),
+        "CERTHUB_DNS_LISTEN": f"{HOST}:{dns_port}",
+        "CERTHUB_POLL_FIRST_DELAY_MS": str(args.poll_first_delay_ms),
+        "CERTHUB_DNS_RELOAD_INTERVAL_MS": str(args.dns_reload_ms),
+        "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+def reset_stores() -> None:
+    """Drop and create the scratch database; flush Redis DB 14."""
+    import MySQLdb
+    import redis
+
+    connection = MySQLdb.connect(host=HOST, port=3306, user="root")
+    try:
+        cursor = connection.cursor()
+        cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
+        cursor.execute(f"CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    finally:
+        connection.close()
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def prepare_certhub(env: dict[str, str]) -> str:
+    """Migrate, create the team, its token and the zone; return the token."""
+    manage(env, "migrate", "--noinput", "-v", "0")
+    token = manage(env, "create_api_token", "--team", TEAM, "--create-team", "--scopes", "read,write").strip()
+    manage(
+        env, "shell", "-c",
+        "from certhub.models import Team; from dns_zones.services import zone_create; "
+        f"zone_create(team=Team.objects.get(name={TEAM!r}), name={CERTHUB_ZONE!r})",
+    )  # fmt: skip
+    return token
+
+
+class CertHubClient:
+    """Requests and polls certificates through the REST API; one HTTP session per thread."""
+
+    def __init__(self, base_url: str, token: str, poll_interval: float):
+        self.base_url = base_url
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.poll_interval = poll_interval
+        self._local = threading.local()
+        self.polls = 0
+
+    def _session(self):
+        import requests
+
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.headers.update(self.headers)
+        return session
+
+    def issue(self, index: int) -> float | None:
+        """Request c<index>.bench.test and wait until verified; the seconds taken, None on failure."""
+        session = self._session()
+        name = f"c{index}.{CERTHUB_ZONE}"
+        started = time.monotonic()
+        response = session.post(
+            f"{self.base_url}/v2/certificates",
+            json={"name": name, "type": "lets_encrypt", "dns_names": [name]},
+            timeout=10,
+        )
+        if response.status_code != 201:
+            print(f"  {name}: POST {response.status_code} {response.text[:200]}", file=sys.stderr)
+            return None
+        url = f"{self.base_url}/v2/certificates/{response.json()['certificate']['id']}"
+        while time.monotonic() - started < CERT_TIMEOUT:
+            time.sleep(self.poll_interval)
+            certificate = session.get(url, timeout=10).json()["certificate"]
+            self.polls += 1
+            if certificate["state"] == "verified":
+                return time.monotonic() - started
+            if certificate["state"] == "error":
+                print(f"  {name}: error: {certificate['last_error']}", file=sys.stderr)
+                return None
+        print(f"  {name}: not verified after {CERT_TIMEOUT:.0f}s", file=sys.stderr)
+        return None
+
+
+# lego.
+
+
+def knot_config(scratch: Path, port: int) -> Path:
+    """A knotd config serving lego.test from a zone file, dynamic updates allowed from 127.0.0.1."""
+    directory = scratch / "knot"
+    for sub in ("run", "storage"):
+        (directory / sub).mkdir(parents=True, exist_ok=True)
+    zone_file = directory / f"{LEGO_ZONE}.zone"
+    zone_file.write_text(
+        f"$ORIGIN {LEGO_ZONE}.\n$TTL 60\n"
+        f"@ SOA ns1.{LEGO_ZONE}. hostmaster.{LEGO_ZONE}. 1 3600 600 86400 60\n"
+        f"@ NS ns1.{LEGO_ZONE}.\nns1 A {HOST}\n"
+    )
+    # Running as root: say so, or knotd would try to switch to its packaged "knot" user.
+    user = "    user: root:root\n" if os.geteuid() == 0 else ""
+    config = directory / "knot.conf"
+    config.write_text(
+        f"server:\n    rundir: {directory / 'run'}\n    listen: {HOST}@{port}\n{user}"
+        f"database:\n    storage: {directory / 'storage'}\n"
+        "log:\n  - target: stderr\n    any: warning\n"
+        f"acl:\n  - id: local_update\n    address: {HOST}\n    action: update\n"
+        f"zone:\n  - domain: {LEGO_ZONE}\n    storage: {directory / 'storage'}\n    file: {zone_file}\n"
+        "    zonefile-sync: -1\n    acl: local_update\n"
+    )
+    return config
+
+
+def lego_issue(lego: str, pebble: Pebble, knot_port: int, scratch: Path, index: int) -> float | None:
+    """Run one lego for c<index>.lego.test; the seconds from start to a zero exit, None on failure."""
+    path = scratch / "lego" / str(index)
+    env = {
+        **os.environ,
+        "LEGO_CA_CERTIFICATES": pebble.ca_bundle,
+        "RFC2136_NAMESERVER": f"{HOST}:{knot_port}",
+        "RFC2136_SEQUENCE_INTERVAL": "1",
+        "RFC2136_PROPAGATION_TIMEOUT": "10",
+        "RFC2136_POLLING_INTERVAL": "1",  # whole seconds in lego 4.9; 1 is the least
+    }
+    command = [
+        lego, "--server", pebble.directory_url, "--email", "bench@bench.test", "--accept-tos",
+        "--dns", "rfc2136", "--dns.resolvers", f"{HOST}:{knot_port}", "--dns.disable-cp",
+        "--domains", f"c{index}.{LEGO_ZONE}", "--path", str(path), "--key-type", "ec256", "run",
+    ]  # fmt: skip
+    started = time.monotonic()
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=CERT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        print(f"  lego c{index}: no exit after {CERT_TIMEOUT:.0f}s", file=sys.stderr)
+        return None
+    elapsed = time.monotonic() - started
+    if done.returncode != 0:
+        print(f"  lego c{index}: exit {done.returncode}: {done.stderr.strip()[-400:]}", file=sys.stderr)
+        return None
+    return elapsed
+
+
+# Measuring.
+
+
+def measure(client: str, mode: str, issue, indexes: list[int], concurrency: int) -> Result:
+    """Run issue(i) for each index, one after another or from a pool of `concurrency` threads."""
+    result = Result(client, mode)
+    started = time.monotonic()
+    if mode == "sequential":
+        outcomes = [issue(i) for i in indexes]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
+            outcomes = list(pool.map(issue, indexes))
+    result.wall = time.monotonic() - started
+    for seconds in outcomes:
+        if seconds is None:
+            result.failures += 1
+        else:
+            result.seconds.append(seconds)
+    print(f"  {client} {mode}: done in {result.wall:.2f}s", flush=True)
+    return result
+
+
+class StepWatcher:
+    """Polls the Issuance rows every few ms and records when each one enters each step."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval = interval
+        self.entered: dict[int, list[tuple[str, float]]] = defaultdict(list)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import MySQLdb
+
+        connection = MySQLdb.connect(host=HOST, port=3306, user="root", db=DATABASE, autocommit=True)
+        cursor = connection.cursor()
+        try:
+            while not self._stop.is_set():
+                cursor.execute("SELECT id, step FROM certificates_issuance")
+                now = time.monotonic()
+                for issuance_id, step in cursor.fetchall():
+                    steps = self.entered[issuance_id]
+                    if not steps or steps[-1][0] != step:
+                        steps.append((step, now))
+                time.sleep(self.interval)
+        finally:
+            connection.close()
+
+    def report(self) -> None:
+        spent: dict[str, list[float]] = defaultdict(list)
+        order: list[str] = []
+        for steps in self.entered.values():
+            # Only issuances watched from their first step to done.
+            if len(steps) < 2 or steps[0][0] != "new_order" or steps[-1][0] != "done":
+                continue
+            for (step, at), (_, next_at) in itertools.pairwise(steps):
+                spent[step].append(next_at - at)
+                if step not in order:
+                    order.append(step)
+        total = sum(statistics.mean(v) for v in spent.values())
+        print("\nTime in each issuance step (sequential, watched every 2 ms, includes waits and hops):")
+        for step in order:
+            values = spent[step]
+            print(
+                f"  {step:<20} mean {statistics.mean(values) * 1000:7.1f} ms  "
+                f"max {max(values) * 1000:7.1f} ms  ({len(values)} issuances)"
+            )
+        print(f"  {'sum of means':<20}      {total * 1000:7.1f} ms (POST to the DONE row; polling adds more)")
+
+
+def _descendants(pid: int) -> list[int]:
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            found.extend(_descendants(int(child)))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its living descendants.
+
+    For this script itself, only its own time: its descendants are the servers, counted apart.
+    """
+    total = 0
+    for each in [pid] if pid == os.getpid() else _descendants(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def service_pids() -> dict[str, int]:
+    """MariaDB's and Redis's server processes (already running, not ours), to read their CPU time."""
+    pids = {}
+    for name in ("mariadbd", "redis-server"):
+        found = subprocess.run(["pidof", "-s", name], capture_output=True, text=True).stdout.split()
+        if found:
+            pids[name] = int(found[0])
+    return pids
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def worker_task_stats(log: Path, since: int) -> tuple[int, float]:
+    """Count advance_issuance runs in the worker log after byte offset `since`, and their total time."""
+    text = log.read_bytes()[since:].decode(errors="replace")
+    times = [float(t) for t in re.findall(r"advance_issuance\[[^\]]+\] succeeded in ([\d.]+)s", text)]
+    return len(times), sum(times)
+
+
+def run_dns_reload_stats(log: Path) -> tuple[int, float]:
+    """How many reloads run_dns did and their mean duration in ms (from its INFO lines)."""
+    times = [float(t) for t in re.findall(r"loaded \d+ zones \(1 reloaded.*? in ([\d.]+) ms", log.read_text())]
+    return len(times), statistics.mean(times) if times else 0.0
+
+
+# Main.
+
+
+def start_certhub(args, scratch: Path, processes: Processes) -> tuple[CertHubClient, dict[str, str], Pebble]:
+    """Prepare the database, start run_dns, Pebble, the worker and gunicorn; return a client."""
+    dns_port = free_port()
+    env = certhub_env(scratch, args, dns_port)
+    reset_stores()
+    token = prepare_certhub(env)
+
+    run_dns = processes.start(
+        "run_dns", [sys.executable, "manage.py", "run_dns", "--listen", f"{HOST}:{dns_port}"], env
+    )
+    wait_until(lambda: answers_soa(dns_port, CERTHUB_ZONE), "run_dns", run_dns)
+
+    pebble = Pebble.start(scratch / "pebble-certhub", (HOST, dns_port), env=PEBBLE_ENV)
+    env = {**env, "ACME_DIRECTORY_URL": pebble.directory_url, "ACME_CA_BUNDLE": pebble.ca_bundle}
+
+    celery = str(Path(sys.executable).with_name("celery"))
+    worker_log = processes.logs / "worker.log"
+    worker = processes.start(
+        "worker",
+        [celery, "-A", "certhub", "worker", "-l", "info", "-P", args.worker_pool,
+         "-c", str(args.worker_concurrency), "--without-gossip", "--without-mingle", "--without-heartbeat",
+         "-n", f"bench@{socket.gethostname()}"],
+        env,
+    )  # fmt: skip
+    wait_until(lambda: b" ready." in worker_log.read_bytes(), "celery worker", worker)
+
+    web_port = free_port()
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    web = processes.start(
+        "gunicorn",
+        [gunicorn, "certhub.wsgi", "-b", f"{HOST}:{web_port}", "-w", str(args.web_workers),
+         "--threads", str(args.web_threads)],
+        env,
+    )  # fmt: skip
+    base_url = f"http://{HOST}:{web_port}"
+
+    def web_ready() -> bool:
+        import requests
+
+        return requests.get(f"{base_url}/healthz", timeout=1).status_code == 200
+
+    wait_until(web_ready, "gunicorn", web)
+    return CertHubClient(base_url, token, args.poll_ms / 1000), env, pebble
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=20, help="certificates per run (default 20)")
+    parser.add_argument("--concurrency", type=int, default=10, help="threads in concurrent runs")
+    parser.add_argument("--poll-ms", type=float, default=10, help="API poll interval (default 10)")
+    parser.add_argument("--poll-first-delay-ms", type=int, default=20, help="CERTHUB_POLL_FIRST_DELAY_MS")
+    parser.add_argument("--dns-reload-ms", type=int, default=20, help="CERTHUB_DNS_RELOAD_INTERVAL_MS")
+    # prefork x2: one process per core. The threads pool stalled chained countdown tasks for
+    # ~10 s at a time under concurrent load (celery 5.5, Redis), and x3/x4 only add contention.
+    parser.add_argument("--worker-pool", default="prefork", choices=["prefork", "threads", "solo"])
+    parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument("--web-workers", type=int, default=1, help="gunicorn worker processes")
+    parser.add_argument("--web-threads", type=int, default=4, help="gunicorn threads per worker")
+    parser.add_argument("--skip-lego", action="store_true", help="measure CertHub only")
+    parser.add_argument("--trace", action="store_true", help="add a sequential pass timing each step")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory (logs)")
+    args = parser.parse_args()
+
+    lego = shutil.which("lego")
+    if lego is None and not args.skip_lego:
+        sys.exit("lego is not installed: apt-get install -y lego (or pass --skip-lego)")
+    if not Path(KNOTD).exists() and not args.skip_lego:
+        sys.exit(f"{KNOTD} is missing: apt-get install -y knot (or pass --skip-lego)")
+
+    scratch = Path(tempfile.mkdtemp(prefix="certhub-issuance-bench-"))
+    processes = Processes(scratch)
+    pebbles: list[Pebble] = []
+    results: list[Result] = []
+    n = args.n
+    failed = True
+    try:
+        print(f"scratch directory {scratch}", flush=True)
+        client, _, pebble = start_certhub(args, scratch, processes)
+        pebbles.append(pebble)
+        if client.issue(10_000) is None:  # warm-up: registers the ACME account
+            raise RuntimeError(f"the warm-up certificate failed; see worker.log and the others in {scratch}")
+        worker_log = scratch / "worker.log"
+        offset = worker_log.stat().st_size
+        client.polls = 0
+        results.append(measure("certhub", "sequential", client.issue, list(range(n)), 1))
+        watched = {name: processes.by_name[name].pid for name in ("worker", "gunicorn", "run_dns")}
+        watched |= {"pebble": pebble.process.pid, "bench client": os.getpid()}
+        watched |= {name: pid for name, pid in service_pids().items()}
+        before = cpu_snapshot(watched)
+        results.append(measure("certhub", "concurrent", client.issue, list(range(n, 2 * n)), args.concurrency))
+        after = cpu_snapshot(watched)
+        cpu_per_cert = {name: (after[name] - before[name]) / n for name in watched}
+        tasks, task_seconds = worker_task_stats(worker_log, offset)
+        api_polls = client.polls
+        if args.trace:
+            with StepWatcher() as watcher:
+                measure("certhub", "traced", client.issue, list(range(2 * n, 3 * n)), 1)
+            watcher.report()
+
+        if not args.skip_lego:
+            knot_port = free_port()
+            knotd = processes.start("knotd", [KNOTD, "-c", str(knot_config(scratch, knot_port))], dict(os.environ))
+            wait_until(lambda: answers_soa(knot_port, LEGO_ZONE), "knotd", knotd)
+            lego_pebble = Pebble.start(scratch / "pebble-lego", (HOST, knot_port), env=PEBBLE_ENV)
+            pebbles.append(lego_pebble)
+
+            def issue(i: int) -> float | None:
+                return lego_issue(lego, lego_pebble, knot_port, scratch, i)
+
+            results.append(measure("lego", "sequential", issue, list(range(n)), 1))
+            results.append(measure("lego", "concurrent", issue, list(range(n, 2 * n)), args.concurrency))
+        reloads, reload_ms = run_dns_reload_stats(scratch / "run_dns.log")
+        failed = False
+    finally:
+        for pebble in pebbles:
+            pebble.stop()
+        processes.stop_all()
+        if args.keep or failed:
+            print(f"logs kept in {scratch}", file=sys.stderr)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    print(f"\n{'client':<8} {'mode':<11} {'N':>4} {'certs/min':>10} {'median s':>10} {'p90 s':>8} {'failures':>8}")
+    for result in results:
+        print(result.row())
+    print(
+        f"\nCertHub settings: CERTHUB_POLL_FIRST_DELAY_MS={args.poll_first_delay_ms}, "
+        f"CERTHUB_DNS_RELOAD_INTERVAL_MS={args.dns_reload_ms}, worker pool {args.worker_pool} "
+        f"x{args.worker_concurrency}, gunicorn {args.web_workers} workers x {args.web_threads} threads, "
+        f"API poll every {args.poll_ms:g} ms, concurrency {args.concurrency}"
+    )
+    measured = 2 * n
+    print(
+        f"Worker: {tasks} advance_issuance runs for {measured} certificates "
+        f"({tasks / measured:.1f} per certificate, {task_seconds / max(tasks, 1) * 1000:.1f} ms each on "
+        f"average); API GETs: {api_polls} ({api_polls / measured:.1f} per certificate); "
+        f"run_dns zone reloads: {reloads}, {reload_ms:.1f} ms each on average"
+    )
+    print(
+        "CPU ms per certificate in the concurrent CertHub run: "
+        + ", ".join(f"{name} {seconds * 1000:.0f}" for name, seconds in cpu_per_cert.items())
+        + f"; total {sum(cpu_per_cert.values()) * 1000:.0f} ({os.cpu_count()} cores)"
+    )
+
+
+if __name__ == "__main__":
+    main()

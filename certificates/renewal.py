@@ -1,0 +1,138 @@
+"""Renewal: when a version is due, the sweep that claims due certificates, and renew-now.
+
+A certificate is due when `renew_at` has passed. Claiming sets `renew_at` to null in one
+conditional UPDATE, so two sweeps (or a sweep and a renew-now) never renew it twice; the
+new version sets it again, and a failed renewal sets a retry time.
+"""
+
+import logging
+import random
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from acme_client.protocol import AcmeError, RenewalInfo
+from certificates.models import Certificate, CertificateVersion, Issuance
+
+log = logging.getLogger(__name__)
+LONGEST_COUNTDOWN = 60
+
+
+def lifetime_renewal_time(not_before: datetime, not_after: datetime) -> datetime:
+    """Once CERTHUB_RENEWAL_FRACTION of the lifetime has elapsed (one third: day 30 of 90)."""
+    return not_before + (not_after - not_before) * settings.CERTHUB_RENEWAL_FRACTION
+
+
+def ari_renewal_time(info: RenewalInfo, *, now: datetime) -> datetime:
+    """A random moment in the CA's suggested window (RFC 9773 4.2); at once if it has passed."""
+    if info.end <= now:
+        return now
+    start = max(info.start, now)
+    return start + (info.end - start) * random.random()
+
+
+def renewal_claim(certificate_id, *, now: datetime, start_at: datetime | None = None, reason: str = "renew",
+                  due_only: bool = True) -> Issuance | None:  # fmt: skip
+    """Claim a certificate for renewal and open its issuance; None if it is not claimable."""
+    from certificates.tasks import advance_issuance
+
+    with transaction.atomic():
+        claim = Certificate.objects.filter(
+            pk=certificate_id, type=Certificate.Type.LETS_ENCRYPT, renew_at__isnull=False
+        )
+        if due_only:
+            claim = claim.filter(renew_at__lte=now)
+        if not claim.update(renew_at=None):
+            return None
+        certificate = Certificate.objects.select_related("current_version").get(pk=certificate_id)
+        start_at = start_at or now
+        issuance = Issuance.objects.create(
+            certificate=certificate, dns_names=certificate.dns_names, key_type=certificate.key_type,
+            reason=reason, next_attempt_at=start_at, started_at=start_at,
+            replaces=certificate.current_version.ari_id if certificate.current_version else "",
+        )  # fmt: skip
+        countdown = (start_at - now).total_seconds()
+        if countdown <= LONGEST_COUNTDOWN:
+            # Later starts are picked up by the resume sweep when their time comes.
+            transaction.on_commit(lambda: advance_issuance.apply_async((issuance.pk,), countdown=countdown or None))
+    return issuance
+
+
+def renewal_sweep(*, now: datetime | None = None) -> int:
+    """Queue every due certificate once, in (renew_at, id) order, staggered by RENEWAL_SPACING."""
+    now = now or timezone.now()
+    queued = 0
+    after: tuple[datetime, object] | None = None
+    while True:
+        due = Certificate.objects.filter(renew_at__lte=now)
+        if after is not None:
+            due = due.filter(Q(renew_at__gt=after[0]) | Q(renew_at=after[0], id__gt=after[1]))
+        rows = list(due.order_by("renew_at", "id").values_list("renew_at", "id")[: settings.CERTHUB_RENEWAL_BATCH])
+        if not rows:
+            return queued
+        for _, certificate_id in rows:
+            start_at = now + timedelta(seconds=settings.CERTHUB_RENEWAL_SPACING * queued)
+            if renewal_claim(certificate_id, now=now, start_at=start_at):
+                queued += 1
+        after = rows[-1]
+
+
+def renew_now(certificate: Certificate) -> Issuance | None:
+    """Renew at once (the `renew` action); None while an issuance is already under way."""
+    return renewal_claim(certificate.pk, now=timezone.now(), reason="renew_now", due_only=False)
+
+
+def schedule_after_success(certificate: Certificate, version: CertificateVersion, info: RenewalInfo | None) -> None:
+    """Set the new version's renewal time (ARI where offered) and clear any failure streak."""
+    now = timezone.now()
+    if info is not None:
+        version.renew_at = ari_renewal_time(info, now=now)
+        version.ari_retry_at = now + timedelta(seconds=info.retry_after or 6 * 3600)
+    else:
+        version.renew_at = lifetime_renewal_time(version.not_before, version.not_after)
+    certificate.renew_at = version.renew_at
+    certificate.renewal_failing_since = None
+    certificate.renewal_failure_notified = False
+
+
+def schedule_after_failure(certificate_id) -> None:
+    """A renewal failed for good: try again later, within the remaining lifetime."""
+    now = timezone.now()
+    certificate = Certificate.objects.select_related("current_version").filter(pk=certificate_id).first()
+    if certificate is None or certificate.current_version is None:
+        return  # a first issuance that failed stays in error until the customer acts
+    latest = certificate.current_version.not_after - timedelta(hours=1)
+    retry_at = max(
+        now + timedelta(minutes=5), min(now + timedelta(seconds=settings.CERTHUB_RENEWAL_RETRY_SECONDS), latest)
+    )
+    Certificate.objects.filter(pk=certificate_id).update(renew_at=retry_at)
+    Certificate.objects.filter(pk=certificate_id, renewal_failing_since__isnull=True).update(renewal_failing_since=now)
+
+
+def ari_refresh(acme, *, now: datetime | None = None, batch: int = 500) -> int:
+    """Re-read ACME Renewal Information for current versions whose Retry-After has passed."""
+    now = now or timezone.now()
+    refreshed = 0
+    versions = CertificateVersion.objects.filter(ari_retry_at__lte=now).select_related("certificate")[:batch]
+    for version in versions:
+        certificate = version.certificate
+        if certificate.current_version_id != version.pk or certificate.renew_at is None:
+            CertificateVersion.objects.filter(pk=version.pk).update(ari_retry_at=None)
+            continue
+        try:
+            info = acme.renewal_info(version.leaf_pem)
+        except AcmeError as e:
+            log.warning("renewal info for %s not refreshed: %s", certificate.pk, e)
+            continue
+        if info is None:
+            continue
+        renew_at = ari_renewal_time(info, now=now) if info.start < version.renew_at else version.renew_at
+        CertificateVersion.objects.filter(pk=version.pk).update(
+            renew_at=renew_at, ari_retry_at=now + timedelta(seconds=info.retry_after or 6 * 3600)
+        )
+        Certificate.objects.filter(pk=certificate.pk, renew_at__isnull=False).update(renew_at=renew_at)
+        refreshed += 1
+    return refreshed

@@ -1,0 +1,190 @@
+"""The outbox is written with the change and relayed to the Redis Stream in order, through outages."""
+
+import json
+import logging
+import threading
+
+import pytest
+from django.db import connection, transaction
+
+from certificates.models import CertificateVersion
+from distribution import outbox
+from distribution.models import OutboxEvent
+from tests.distribution.conftest import make_certificate, make_version
+
+Kind = OutboxEvent.Kind
+
+
+def record(certificate, kind=Kind.VERSION_CREATED, version=None, reason=""):
+    with transaction.atomic():
+        return outbox.record_event(kind=kind, certificate=certificate, version=version, reason=reason)
+
+
+def stream_event_ids(client, stream: str) -> list[str]:
+    return [fields["event_id"] for _, fields in client.xrange(stream)]
+
+
+def event_ids_in_seq_order() -> list[str]:
+    return [str(event_id) for event_id in OutboxEvent.objects.order_by("seq").values_list("event_id", flat=True)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_rolls_back_with_its_change_and_commits_with_it(certificate):
+    with pytest.raises(RuntimeError, match="change failed"), transaction.atomic():
+        outbox.record_event(kind=Kind.FAILED, certificate=certificate, reason="DNS record not served")
+        raise RuntimeError("change failed")
+    assert not OutboxEvent.objects.exists()
+
+    with transaction.atomic():
+        event = outbox.record_event(kind=Kind.FAILED, certificate=certificate, reason="DNS record not served")
+
+    assert list(OutboxEvent.objects.all()) == [event]
+    assert event.team_id == certificate.team_id
+    assert event.certificate_id == certificate.pk
+    assert event.published_at is None
+    assert event.payload["reason"] == "DNS record not served"
+    assert event.payload["version"] is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recording_outside_a_transaction_is_refused(certificate):
+    with pytest.raises(RuntimeError, match="inside the transaction"):
+        outbox.record_event(kind=Kind.DELETED, certificate=certificate)
+    assert not OutboxEvent.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_payload_never_reads_the_private_key(certificate, django_assert_num_queries):
+    version_id = make_version(certificate).pk
+    # Deferred: reading private_key_pem would cost a query, so the count proves it is never touched.
+    version = CertificateVersion.objects.defer("private_key_pem").get(pk=version_id)
+    with transaction.atomic(), django_assert_num_queries(1):  # the insert
+        event = outbox.record_event(kind=Kind.VERSION_CREATED, certificate=certificate, version=version)
+
+    assert event.payload == {
+        "certificate_id": str(certificate.pk),
+        "team_id": certificate.team_id,
+        "name": "www",
+        "dns_names": ["www.example.test"],
+        "state": "pending",
+        "version": {
+            "id": version_id,
+            "serial": "01",
+            "not_before": version.not_before.isoformat(),
+            "not_after": version.not_after.isoformat(),
+            "sha1_fingerprint": "a1" * 20,
+            "sha256_fingerprint": "b2" * 32,
+            "key_type": "ecdsa-p256",
+        },
+        "reason": "",
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_key_material_reaches_the_database_or_the_stream(certificate, shared_redis, stream):
+    version = make_version(certificate)
+    assert "PRIVATE KEY" in CertificateVersion.objects.get(pk=version.pk).private_key_pem
+    record(certificate, version=version)
+
+    assert outbox.relay(client=shared_redis, stream=stream) == 1
+
+    assert "PRIVATE KEY" not in json.dumps(OutboxEvent.objects.get().payload)
+    with connection.cursor() as cursor:  # the stored text, not what Django decodes from it
+        cursor.execute("SELECT payload FROM distribution_outboxevent")
+        assert "PRIVATE KEY" not in cursor.fetchone()[0]
+    [(_, fields)] = shared_redis.xrange(stream)
+    assert "PRIVATE KEY" not in json.dumps(fields)
+    assert "BEGIN" not in fields["payload"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_relay_publishes_in_order_once_and_marks_published(team, shared_redis, stream):
+    first, second = make_certificate(team, "www"), make_certificate(team, "api")
+    version = make_version(first)
+    record(first, version=version)
+    record(second, kind=Kind.FAILED, reason="CAA forbids the CA")
+    record(first, kind=Kind.DELETED)
+
+    assert outbox.relay(client=shared_redis, stream=stream) == 3
+
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+    entries = shared_redis.xrange(stream)
+    assert [fields["event_id"] for _, fields in entries] == event_ids_in_seq_order()
+    assert [fields["kind"] for _, fields in entries] == [Kind.VERSION_CREATED, Kind.FAILED, Kind.DELETED]
+    _, created = entries[0]
+    assert created["team_id"] == str(team.pk)
+    assert created["certificate_id"] == str(first.pk)
+    assert json.loads(created["payload"])["version"]["serial"] == version.serial
+
+    assert outbox.relay(client=shared_redis, stream=stream) == 0
+    assert len(shared_redis.xrange(stream)) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_relay_goes_through_batches_in_order(team, shared_redis, stream):
+    certificate = make_certificate(team)
+    for _ in range(7):
+        record(certificate, kind=Kind.FAILED)
+
+    assert outbox.relay(batch=3, client=shared_redis, stream=stream) == 7
+    assert stream_event_ids(shared_redis, stream) == event_ids_in_seq_order()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_created_while_redis_is_down_arrive_once_it_is_back(certificate, redis_server, settings, stream):
+    settings.REDIS_URL = redis_server.url
+    client = outbox.redis_client()
+    assert client.ping()  # the cached client now holds a pooled connection the restart will cut
+
+    redis_server.stop()
+    for _ in range(5):
+        record(certificate, kind=Kind.FAILED)
+    assert outbox.relay(stream=stream) == 0
+    assert OutboxEvent.objects.filter(published_at__isnull=True).count() == 5
+
+    redis_server.start()
+    assert outbox.relay(stream=stream) == 5
+
+    assert stream_event_ids(client, stream) == event_ids_in_seq_order()
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_relays_publish_each_event_once_in_order(team, shared_redis, stream):
+    certificate = make_certificate(team)
+    for _ in range(30):
+        record(certificate, kind=Kind.FAILED)
+    start = threading.Barrier(4)
+    published: list[int] = []
+
+    def run() -> None:
+        try:
+            start.wait()
+            published.append(outbox.relay(batch=2, client=shared_redis, stream=stream))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sum(published) == 30
+    assert stream_event_ids(shared_redis, stream) == event_ids_in_seq_order()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_redis_events_stay_unpublished_and_it_says_so_once(certificate, settings, monkeypatch, caplog):
+    settings.REDIS_URL = ""
+    monkeypatch.setattr(outbox, "_warned_no_redis", False)
+    record(certificate, kind=Kind.DELETED)
+
+    with caplog.at_level(logging.WARNING, logger="distribution.outbox"):
+        assert outbox.relay() == 0
+        assert outbox.relay() == 0
+
+    assert OutboxEvent.objects.get().published_at is None
+    assert [r.message for r in caplog.records] == [
+        "outbox relay: REDIS_URL is not set, events stay unpublished until it is"
+    ]
