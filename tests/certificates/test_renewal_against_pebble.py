@@ -1,6 +1,9 @@
 """Renewal end to end against Pebble: same id, new serial and key, a new version event, key-type
 migration, and ACME Renewal Information where the directory offers it."""
 
+import json
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,8 +12,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.management import call_command
 from django.utils import timezone
 
+from certificates import issuance as workflow
 from certificates import tasks
 from certificates.models import Certificate, Issuance
+from distribution.models import OutboxEvent
+from distribution.outbox import STREAM, redis_client
+from distribution.streams import StreamConsumer
 from tests.certificates.conftest import wait_for_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -36,8 +43,6 @@ def wait_for_new_version(api, certificate: Certificate, old_serial: str) -> Cert
         fresh = Certificate.objects.select_related("current_version").get(pk=certificate.pk)
         if fresh.current_version.serial != old_serial:
             return fresh
-        import time
-
         time.sleep(0.05)
     raise AssertionError(f"no new version: {body}")
 
@@ -46,6 +51,8 @@ def test_due_certificate_is_renewed_by_the_sweep_keeping_its_id(
     api, owner, zones, dns_server, pebble, use_ca, celery_worker
 ):
     use_ca(pebble)
+    consumer = StreamConsumer(STREAM, f"test-{uuid.uuid4().hex}", "c1", redis_client=redis_client(), block_ms=None)
+    consumer.ensure_group(start_id="$")  # only what is published from now on
     certificate = issue(api, "renewed", ["renew.alpha.test"])
     first = certificate.current_version
     assert first.renew_at == first.not_before + (first.not_after - first.not_before) / 3
@@ -64,6 +71,41 @@ def test_due_certificate_is_renewed_by_the_sweep_keeping_its_id(
     assert renewed.versions.count() == 2  # the previous version is kept
     assert renewed.renew_at == second.renew_at > timezone.now()
     assert Issuance.objects.filter(certificate=certificate, reason="renew", step="done").count() == 1
+
+    # Both versions reached the consumer group through the outbox relay, in order, without keys.
+    seen = []
+    for _ in range(100):
+        consumer.process(seen.append, count=10)
+        if len(seen) >= 2:
+            break
+        time.sleep(0.05)
+    versions = [m.payload["version"]["serial"] for m in seen if m.kind == "certificate.version_created"]
+    assert versions == [first.serial, second.serial]
+    assert {m.certificate_id for m in seen} == {str(certificate.pk)}
+    assert all("PRIVATE KEY" not in json.dumps(m.payload) for m in seen)
+    redis_client().xgroup_destroy(STREAM, consumer.group)
+
+
+def test_certificate_deleted_mid_renewal_stops_cleanly(api, owner, zones, dns_server, pebble, use_ca, settings):
+    use_ca(pebble)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tasks.advance_issuance, "delay", lambda *args, **kwargs: None)
+        patch.setattr(tasks.advance_issuance, "apply_async", lambda *args, **kwargs: None)
+        certificate = Certificate.objects.create(
+            team=owner.teams.get(), name="doomed", dns_names=["doomed.alpha.test"], names_key="doomed.alpha.test",
+            state="verified", renew_at=timezone.now() - timedelta(seconds=1),
+        )  # fmt: skip
+        assert tasks.renewal_sweep() == 1
+    issuance = Issuance.objects.get(certificate=certificate)
+    for _ in range(3):  # order created, challenge published
+        workflow.advance(issuance.pk)
+    assert zones[0].records.filter(type="TXT").exists()
+    assert api.delete(f"/v2/certificates/{certificate.pk}").status_code == 204
+    assert workflow.advance(issuance.pk) is None  # the worker's next step finds nothing to do
+    assert not Issuance.objects.exists()
+    assert not zones[0].records.filter(type="TXT").exists()  # its challenge records went with it
+    event = OutboxEvent.objects.get(kind="certificate.deleted")
+    assert event.certificate_id == certificate.pk
 
 
 def test_rsa_certificate_marked_for_migration_comes_back_ecdsa(
