@@ -3,7 +3,7 @@
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.pagination import PageNumberPagination
@@ -32,9 +32,16 @@ ERROR_IDS = {
 
 
 class Unprocessable(exceptions.ValidationError):
-    """Validation failure answered as DigitalOcean does: 422 unprocessable_entity."""
+    """Validation failure answered as DigitalOcean does: 422 unprocessable_entity.
+
+    `error_code`, when given, is a stable machine-readable reason added to the body.
+    """
 
     status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+
+    def __init__(self, detail=None, *, error_code: str | None = None):
+        super().__init__(detail)
+        self.error_code = error_code
 
 
 def error_body(status_code: int, message: str, **extra: Any) -> dict:
@@ -59,6 +66,8 @@ def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
 
 
 def exception_handler(exc: Exception, context: dict) -> Response:
+    if isinstance(exc, RequestDataTooBig):
+        return Response(error_body(413, "The request body is too large."), status=413)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(NOT_FOUND_MESSAGE)
     elif isinstance(exc, PermissionDenied):
@@ -69,7 +78,8 @@ def exception_handler(exc: Exception, context: dict) -> Response:
         message = "; ".join(
             f"{field}: {reason}" if field else reason for field, reasons in errors.items() for reason in reasons
         )
-        return Response(error_body(422, message, errors=errors), status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+        extra = {"error_code": exc.error_code} if getattr(exc, "error_code", None) else {}
+        return Response(error_body(422, message, errors=errors, **extra), status=status.HTTP_422_UNPROCESSABLE_ENTITY)
     if isinstance(exc, exceptions.APIException):
         code = exc.status_code
         if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
@@ -88,6 +98,29 @@ def exception_handler(exc: Exception, context: dict) -> Response:
 
     log.exception("unhandled API error in %s", context.get("view").__class__.__name__)
     return Response(error_body(500, "Unexpected server error."), status=500)
+
+
+class BodySizeLimitMiddleware:
+    """Refuse a request body over DATA_UPLOAD_MAX_MEMORY_SIZE before anything reads it.
+
+    Django checks the limit only when `request.body` is read; DRF's parsers read the stream
+    directly, so the API needs the check here.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from django.conf import settings
+
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and length > limit:
+            return JsonResponse(error_body(413, f"The request body is larger than {limit} bytes."), status=413)
+        return self.get_response(request)
 
 
 def json_not_found(request, exception=None):

@@ -101,6 +101,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "certhub.api_common.BodySizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -300,6 +301,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=str((_sweep_offset // 7) % 60)),
     },
 }
+
+# Custom certificates must chain to a root in this bundle (Debian's ca-certificates).
+CERTHUB_CUSTOM_TRUST_BUNDLE = envstr("CERTHUB_CUSTOM_TRUST_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+# Request bodies are capped before parsing (a PEM upload is a few KB).
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("CERTHUB_MAX_BODY_BYTES", 1024 * 1024)
 
 # Email.
 EMAIL_BACKEND = envstr(

@@ -8,8 +8,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from certhub.api_common import PageNumberLinksPagination, Unprocessable, request_team
+from certhub.names import parents
 from certificates import services
 from certificates.models import Certificate, Issuance
+from dns_zones.models import Zone
 from dns_zones.services import Invalid
 
 
@@ -18,12 +20,13 @@ class CertificateSerializer(serializers.ModelSerializer):
     sha1_fingerprint = serializers.SerializerMethodField()
     step = serializers.SerializerMethodField()
     attempts = serializers.SerializerMethodField()
+    names_outside_zones = serializers.SerializerMethodField()
 
     class Meta:
         model = Certificate
         fields = [
             "id", "name", "not_after", "sha1_fingerprint", "created_at", "dns_names", "state", "type",
-            "key_type", "step", "attempts", "last_error",
+            "key_type", "step", "attempts", "last_error", "names_outside_zones",
         ]  # fmt: skip
 
     def get_not_after(self, obj: Certificate) -> str:
@@ -33,11 +36,24 @@ class CertificateSerializer(serializers.ModelSerializer):
     def get_sha1_fingerprint(self, obj: Certificate) -> str:
         return obj.current_version.sha1_fingerprint if obj.current_version else ""
 
+    def get_names_outside_zones(self, obj: Certificate) -> list[str]:
+        """Custom certificates may cover names hosted elsewhere: list them (an extension)."""
+        if obj.type != Certificate.Type.CUSTOM:
+            return []
+        zones = self.context.get("zone_names")
+        if zones is None:
+            return services.names_outside_zones(obj)
+        return [n for n in obj.dns_names if not zones.intersection(parents(n.removeprefix("*.")))]
+
     def get_step(self, obj: Certificate) -> str | None:
         return obj.latest_step
 
     def get_attempts(self, obj: Certificate) -> int:
         return obj.latest_attempts or 0
+
+
+def _unprocessable(error: Invalid) -> Unprocessable:
+    return Unprocessable(error.errors, error_code=getattr(error, "code", None))
 
 
 class CertificateRequestSerializer(serializers.Serializer):
@@ -47,6 +63,10 @@ class CertificateRequestSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=Certificate.Type.choices)
     dns_names = serializers.ListField(child=serializers.CharField())
     key_type = serializers.CharField(required=False)
+    private_key = serializers.CharField(required=False, help_text="custom: PEM, never returned")
+    leaf_certificate = serializers.CharField(required=False)
+    certificate_chain = serializers.CharField(required=False)
+    allow_untrusted = serializers.BooleanField(required=False, help_text="custom: accept a self-signed or private CA")
 
 
 def certificates_of(team):
@@ -72,7 +92,9 @@ class CertificateListView(APIView):
             certificates = certificates.filter(name=name)
         paginator = PageNumberLinksPagination()
         page = paginator.paginate_queryset(certificates, request, view=self)
-        return paginator.get_paginated_response(CertificateSerializer(page, many=True).data, key="certificates")
+        context = {"zone_names": set(Zone.objects.filter(team=request_team(request)).values_list("name", flat=True))}
+        data = CertificateSerializer(page, many=True, context=context).data
+        return paginator.get_paginated_response(data, key="certificates")
 
     @extend_schema(request=CertificateRequestSerializer, responses={201: CertificateSerializer})
     def post(self, request):
@@ -81,7 +103,7 @@ class CertificateListView(APIView):
         try:
             certificate = services.certificate_request(team=request_team(request), data=request.data)
         except Invalid as e:
-            raise Unprocessable(e.errors) from None
+            raise _unprocessable(e) from None
         certificate = certificates_of(request_team(request)).get(pk=certificate.pk)
         return Response({"certificate": CertificateSerializer(certificate).data}, status=status.HTTP_201_CREATED)
 
@@ -104,6 +126,19 @@ class CertificateDetailView(APIView):
             services.certificate_set_key_type(certificate=certificate, key_type=body["key_type"])
         except Invalid as e:
             raise Unprocessable(e.errors) from None
+        return Response({"certificate": CertificateSerializer(certificate).data})
+
+    @extend_schema(request=CertificateRequestSerializer, responses=CertificateSerializer)
+    def put(self, request, certificate_id):
+        """Upload a new version of a custom certificate under the same id (an extension)."""
+        certificate = get_object_or_404(Certificate, team=request_team(request), pk=certificate_id)
+        if not isinstance(request.data, dict):
+            raise Unprocessable({"": ["the request body must be a JSON object"]})
+        try:
+            services.custom_certificate_replace(certificate=certificate, data=request.data)
+        except Invalid as e:
+            raise _unprocessable(e) from None
+        certificate = certificates_of(request_team(request)).get(pk=certificate.pk)
         return Response({"certificate": CertificateSerializer(certificate).data})
 
     @extend_schema(responses={204: None})

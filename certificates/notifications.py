@@ -83,6 +83,7 @@ def notification_sweep(*, now=None) -> int:
     horizon = now + timedelta(days=max(CUSTOM_WARNING_DAYS) + 1)
     expiring = (
         CertificateVersion.objects.filter(not_after__lte=horizon, certificate__current_version=F("pk"))
+        .exclude(certificate__state=Certificate.State.ERROR)
         .select_related("certificate__team")
         .defer("private_key_pem")
     )
@@ -91,7 +92,10 @@ def notification_sweep(*, now=None) -> int:
         days = CUSTOM_WARNING_DAYS if certificate.type == Certificate.Type.CUSTOM else LETS_ENCRYPT_WARNING_DAYS
         left = version.not_after - now
         due = [d for d in days if left <= timedelta(days=d) and d not in version.warned_days]
-        if not due or left <= timedelta(0):
+        if left <= timedelta(0):
+            sent += _mark_expired(certificate, version)
+            continue
+        if not due:
             continue
         version.warned_days = sorted({*version.warned_days, *due}, reverse=True)
         CertificateVersion.objects.filter(pk=version.pk).update(warned_days=version.warned_days)
@@ -103,3 +107,19 @@ def notification_sweep(*, now=None) -> int:
         )
         sent += 1
     return sent
+
+
+def _mark_expired(certificate: Certificate, version: CertificateVersion) -> int:
+    """An expired certificate shows as error with the reason; the team is told once."""
+    reason = f"expired on {version.not_after:%Y-%m-%d %H:%M} UTC"
+    if certificate.type == Certificate.Type.CUSTOM:
+        reason += "; upload a renewed certificate under the same id"
+    marked = (
+        Certificate.objects.filter(pk=certificate.pk)
+        .exclude(state=Certificate.State.ERROR)
+        .update(state=Certificate.State.ERROR, last_error=reason)
+    )
+    if not marked:
+        return 0
+    _send(certificate, f"Certificate {certificate.name} has expired", f"{certificate.name} {reason}.\n")
+    return 1

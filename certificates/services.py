@@ -10,7 +10,7 @@ from certificates.models import Certificate, Issuance, KeyType
 from dns_zones.services import Invalid
 
 LIVE_STATES = (Certificate.State.PENDING, Certificate.State.VERIFIED)
-LETS_ENCRYPT_UNUSED = ("private_key", "leaf_certificate", "certificate_chain")
+LETS_ENCRYPT_UNUSED = ("private_key", "leaf_certificate", "certificate_chain", "allow_untrusted")
 
 
 def _clean_name(raw: Any) -> str:
@@ -27,11 +27,11 @@ def certificate_request(*, team: Team, data: dict[str, Any]) -> Certificate:
     name = _clean_name(data.get("name"))
     kind = data.get("type") or Certificate.Type.LETS_ENCRYPT
     if kind == Certificate.Type.CUSTOM:
-        raise Invalid({"type": ["custom certificates are not accepted yet"]})
+        return custom_certificate_upload(team=team, name=name, data=data)
     if kind != Certificate.Type.LETS_ENCRYPT:
         raise Invalid({"type": ["must be lets_encrypt or custom"]})
     for field in LETS_ENCRYPT_UNUSED:
-        if data.get(field) not in (None, ""):
+        if data.get(field) not in (None, "", False):
             raise Invalid({field: ["is not used by lets_encrypt certificates; leave it out"]})
     key_type = data.get("key_type") or KeyType.ECDSA_P256
     if key_type not in KeyType.values:
@@ -100,3 +100,71 @@ def certificate_renew_now(*, certificate: Certificate) -> Issuance:
     if issuance is None:
         raise Invalid({"type": ["an issuance for this certificate is already under way"]})
     return issuance
+
+
+def custom_certificate_upload(*, team: Team, name: str, data: dict[str, Any]) -> Certificate:
+    """Validate and store a customer's own certificate as verified; it is never renewed."""
+    from certificates.custom import validate_custom
+
+    if data.get("dns_names") not in (None, [], ""):
+        raise Invalid({"dns_names": ["comes from the certificate itself; leave it out"]})
+    validated = validate_custom(data)
+    with transaction.atomic():
+        if Certificate.objects.filter(team=team, name=name).exists():
+            raise Invalid({"name": ["your team already has a certificate with this name"]})
+        certificate = Certificate.objects.create(
+            team=team, name=name, type=Certificate.Type.CUSTOM, dns_names=validated.dns_names,
+            names_key=validation.names_key(validated.dns_names), key_type=validated.key_type,
+            state=Certificate.State.VERIFIED,
+        )  # fmt: skip
+        _store_custom_version(certificate, validated)
+    return certificate
+
+
+def custom_certificate_replace(*, certificate: Certificate, data: dict[str, Any]) -> Certificate:
+    """Upload new PEMs under the same id: a new version, published like a renewal."""
+    from certificates.custom import validate_custom
+
+    if certificate.type != Certificate.Type.CUSTOM:
+        raise Invalid({"type": ["only custom certificates take uploaded versions"]})
+    validated = validate_custom(data)
+    with transaction.atomic():
+        certificate = Certificate.objects.select_for_update().get(pk=certificate.pk)
+        certificate.dns_names = validated.dns_names
+        certificate.names_key = validation.names_key(validated.dns_names)
+        certificate.key_type = validated.key_type
+        certificate.state = Certificate.State.VERIFIED
+        certificate.last_error = ""
+        _store_custom_version(certificate, validated)
+    return certificate
+
+
+def _store_custom_version(certificate: Certificate, validated) -> None:
+    from certificates import keys
+    from certificates.issuance import relay_soon
+    from certificates.models import CertificateVersion
+    from distribution import outbox
+    from distribution.models import OutboxEvent
+
+    facts = keys.certificate_facts(validated.fullchain_pem)
+    version = CertificateVersion.objects.create(
+        certificate=certificate, serial=facts.serial, not_before=facts.not_before, not_after=facts.not_after,
+        key_type=validated.key_type, sha1_fingerprint=facts.sha1_fingerprint,
+        sha256_fingerprint=facts.sha256_fingerprint, leaf_pem=facts.leaf_pem, chain_pem=facts.chain_pem,
+        private_key_pem=validated.private_key_pem, renew_at=facts.not_after,  # never renewed by us
+    )  # fmt: skip
+    certificate.current_version = version
+    certificate.renew_at = None
+    certificate.save()
+    outbox.record_event(kind=OutboxEvent.Kind.VERSION_CREATED, certificate=certificate, version=version)
+    transaction.on_commit(relay_soon, robust=True)
+
+
+def names_outside_zones(certificate: Certificate) -> list[str]:
+    """The certificate's names that no zone of its team hosts (allowed for custom certificates)."""
+    from certhub.names import parents
+    from dns_zones.models import Zone
+
+    wanted = {p for n in certificate.dns_names for p in parents(n.removeprefix("*."))}
+    hosted = set(Zone.objects.filter(team_id=certificate.team_id, name__in=wanted).values_list("name", flat=True))
+    return [n for n in certificate.dns_names if not hosted.intersection(parents(n.removeprefix("*.")))]
