@@ -7,7 +7,7 @@ from django.views.decorators.http import require_POST
 from certhub.tenancy import team_required
 from certificates import services
 from certificates.api import certificates_of
-from certificates.forms import CertificateRequestForm
+from certificates.forms import CertificateRequestForm, CustomUploadForm
 from certificates.models import Certificate, Issuance, KeyType
 from dns_zones.models import Zone
 from dns_zones.services import Invalid
@@ -37,9 +37,31 @@ def certificate_list(request):
             messages.success(request, f"Certificate {certificate.name} requested.")
             return redirect("certificates:certificate_detail", certificate_id=certificate.pk)
     certificates = certificates_of(request.team)
-    return render(
-        request, "certificates/certificate_list.html", {"certificates": certificates, "form": form, "zones": zones}
-    )
+    context = {"certificates": certificates, "form": form, "zones": zones, "upload_form": CustomUploadForm()}
+    return render(request, "certificates/certificate_list.html", context)
+
+
+def _add_invalid(form, error: Invalid) -> None:
+    for field, reasons in error.errors.items():
+        for reason in reasons:
+            target = field if field in form.fields else None
+            form.add_error(target, reason if target else f"{field}: {reason}")
+
+
+@team_required
+def certificate_upload(request):
+    """Upload a custom certificate."""
+    form = CustomUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        data = {"name": form.cleaned_data["name"], "type": "custom", **form.upload_data()}
+        try:
+            certificate = services.certificate_request(team=request.team, data=data)
+        except Invalid as e:
+            _add_invalid(form, e)
+        else:
+            messages.success(request, f"Certificate {certificate.name} uploaded.")
+            return redirect("certificates:certificate_detail", certificate_id=certificate.pk)
+    return render(request, "certificates/certificate_upload.html", {"upload_form": form})
 
 
 @team_required
@@ -63,6 +85,8 @@ def certificate_detail(request, certificate_id):
             "steps": steps,
             "versions": versions,
             "key_types": KeyType.choices,
+            "upload_form": CustomUploadForm(),
+            "names_outside_zones": services.names_outside_zones(certificate),
         },
     )
 
@@ -100,3 +124,18 @@ def certificate_renew(request, certificate_id):
     else:
         messages.success(request, "Renewal started.")
     return redirect("certificates:certificate_detail", certificate_id=certificate.pk)
+
+
+@team_required
+def certificate_replace(request, certificate_id):
+    certificate = get_object_or_404(Certificate, team=request.team, pk=certificate_id)
+    form = CustomUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.custom_certificate_replace(certificate=certificate, data=form.upload_data())
+        except Invalid as e:
+            _add_invalid(form, e)
+        else:
+            messages.success(request, "New version uploaded.")
+            return redirect("certificates:certificate_detail", certificate_id=certificate.pk)
+    return render(request, "certificates/certificate_upload.html", {"upload_form": form, "certificate": certificate})

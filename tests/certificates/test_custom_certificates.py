@@ -6,7 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec
 from django.db import connection
 
@@ -254,3 +254,33 @@ def test_uploaded_certificate_serves_a_real_tls_handshake(api, pki, tmp_path):
         assert tls.getpeercert()["subjectAltName"] == (("DNS", "tls.mine.test"),)
     thread.join(5)
     listener.close()
+
+
+def test_upload_through_the_panel_by_paste_and_by_file(owner, team, pki):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.test import Client
+
+    client = Client()
+    client.force_login(owner)
+    leaf = make_leaf(pki[1], ["paste.mine.test"])
+    r = client.post("/certificates/upload", {
+        "name": "pasted", "leaf_certificate": leaf.pem, "private_key": leaf.key_pem, "certificate_chain": pki[1].pem,
+    })  # fmt: skip
+    certificate = Certificate.objects.get(name="pasted")
+    assert r.status_code == 302 and r["Location"] == f"/certificates/{certificate.pk}/"
+    page = client.get(r["Location"]).content.decode()
+    assert "Not in your hosted zones: paste.mine.test" in page and "PRIVATE KEY" not in page
+
+    newer = make_leaf(pki[1], ["paste.mine.test"])
+    r = client.post(f"/certificates/{certificate.pk}/upload", {
+        "leaf_certificate_file": SimpleUploadedFile("cert.pem", newer.pem.encode()),
+        "private_key_file": SimpleUploadedFile("key.pem", newer.key_pem.encode()),
+        "certificate_chain_file": SimpleUploadedFile("chain.pem", pki[1].pem.encode()),
+    })  # fmt: skip
+    assert r.status_code == 302
+    assert certificate.versions.count() == 2
+
+    r = client.post("/certificates/upload", {"name": "bad", "leaf_certificate": leaf.pem, "private_key": newer.key_pem})
+    assert r.status_code == 200 and "does not match the leaf certificate" in r.content.decode()
+    assert newer.key_pem.splitlines()[1] not in r.content.decode()  # the key is not echoed back
+    assert not Certificate.objects.filter(name="bad").exists()
