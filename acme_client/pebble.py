@@ -10,7 +10,6 @@ import datetime
 import ipaddress
 import json
 import os
-import socket
 import ssl
 import subprocess
 import time
@@ -23,16 +22,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from certhub.ports import free_port
+
 PEBBLE_BIN = "pebble"
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 15  # seconds
-
-
-def free_port(host: str = HOST) -> int:
-    """Return a TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def ensure_tls_files(directory: Path) -> tuple[Path, Path, Path]:

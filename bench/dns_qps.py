@@ -11,7 +11,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,19 +32,6 @@ class Result:
     lost: int
     sent: int
 
-
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket() as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
 
 
 def setup_django(scratch: Path) -> dict[str, str]:
@@ -190,6 +176,7 @@ def main() -> None:
         queries = scratch / "queries.txt"
         distinct = write_queries(queries, args.records)
         print(f"zone {ZONE}: {args.records} records, {distinct} distinct questions", flush=True)
+        from certhub.ports import free_port
 
         port = free_port()
         run_dns = subprocess.Popen(

@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from acme_client.pebble import Pebble  # noqa: E402
+from certhub.ports import free_port  # noqa: E402
 
 HOST = "127.0.0.1"
 DATABASE = "certhub_bench"
@@ -126,19 +127,6 @@ def stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.wait()
 
-
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((HOST, 0))
-            port = udp.getsockname()[1]
-            with socket.socket() as tcp:
-                try:
-                    tcp.bind((HOST, port))
-                except OSError:
-                    continue
-                return port
 
 
 def wait_until(check, what: str, process: subprocess.Popen | None = None, timeout: float = 60) -> None:

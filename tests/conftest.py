@@ -9,6 +9,7 @@ import tempfile
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 from rest_framework.test import APIClient
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -45,6 +46,14 @@ def teammate(team):
 @pytest.fixture
 def outsider(other_team):
     return _member(other_team, "outsider")
+
+
+@pytest.fixture
+def browser(owner) -> Client:
+    """A Django test client signed in as the owner."""
+    client = Client()
+    client.force_login(owner)
+    return client
 
 
 def token_client(team: Team, scopes: list[str]) -> APIClient:

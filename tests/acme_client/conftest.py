@@ -18,8 +18,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy import JWKEC
 
-from acme_client.pebble import Pebble, free_port
+from acme_client.pebble import Pebble
 from acme_client.protocol import AcmeSession
+from certhub.ports import free_port
 
 
 class ChallTestSrv:

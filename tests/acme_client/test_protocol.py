@@ -12,8 +12,9 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 from josepy import JWKEC
 
-from acme_client.pebble import Pebble, free_port
+from acme_client.pebble import Pebble
 from acme_client.protocol import AcmeError, AcmeSession, ari_certificate_id, make_csr
+from certhub.ports import free_port
 from tests.acme_client.conftest import EAB_HMAC_KEY, EAB_KID, ChallTestSrv, new_session, poll
 
 

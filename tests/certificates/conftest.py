@@ -13,8 +13,9 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 
 from acme_client import accounts
-from acme_client.pebble import Pebble, free_port
+from acme_client.pebble import Pebble
 from certhub.celery import app as celery_app
+from certhub.ports import free_port
 from dns_zones import services as zone_services
 from dns_zones.server import DNSServer
 

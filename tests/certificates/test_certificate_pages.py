@@ -12,13 +12,6 @@ from tests.panel.test_browser_zones import submit
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def browser(owner) -> Client:
-    client = Client()
-    client.force_login(owner)
-    return client
-
-
 def test_request_by_picking_zone_names_with_a_wildcard(browser, team, django_capture_on_commit_callbacks):
     zone_services.zone_create(team=team, name="pick.test")
     page = browser.get("/certificates/")

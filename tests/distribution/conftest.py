@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.utils import timezone
 
-from acme_client.pebble import free_port
 from certhub.models import Team
+from certhub.ports import free_port
 from certificates.models import Certificate, CertificateVersion
 
 REDIS_HOST = "127.0.0.1"

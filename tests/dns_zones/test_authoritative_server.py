@@ -25,6 +25,7 @@ import dns.update
 import pytest
 from django.db import connection
 
+from certhub.ports import free_port
 from dns_zones import services
 from dns_zones.models import Record, Zone
 from dns_zones.server import DNSServer
@@ -500,19 +501,6 @@ def test_ipv6_listener_answers(transactional_db, zone):
 
 # The real command.
 
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on the loopback address."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket() as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
 
 
 def test_run_dns_command_survives_garbage_and_stops_on_sigterm(zone):

@@ -9,13 +9,6 @@ from dns_zones.models import Record, Zone
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def browser(owner) -> Client:
-    client = Client()
-    client.force_login(owner)
-    return client
-
-
 def test_pages_require_sign_in():
     r = Client().get("/zones/")
     assert r.status_code == 302 and r["Location"].startswith("/login/")
