@@ -10,8 +10,20 @@ def txt_strings(text: str) -> list[bytes]:
 
 
 def _quote(chunk: bytes) -> str:
-    escaped = chunk.decode("utf-8", "replace").replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    """A character-string in presentation format; other than printable ASCII as \\DDD.
+
+    Escaping bytes (not decoding them) keeps a UTF-8 character split across two 255-byte
+    strings intact.
+    """
+    out = []
+    for byte in chunk:
+        if byte in (0x22, 0x5C):  # " and \
+            out.append("\\" + chr(byte))
+        elif 0x20 <= byte < 0x7F:
+            out.append(chr(byte))
+        else:
+            out.append(f"\\{byte:03d}")
+    return '"' + "".join(out) + '"'
 
 
 def rdata_text(zone: Zone, record: Record) -> str:

@@ -155,3 +155,17 @@ def test_body_must_be_a_json_object(api, zone):
     assert r.status_code == 422
     r = api.post(URL, "{broken", content_type="application/json")
     assert r.status_code == 400 and r.json()["id"] == "bad_request"
+
+
+def test_long_utf8_txt_survives_the_split_into_255_byte_strings(api, zone):
+    import dns.rdata
+
+    from dns_zones.zonefile import rdata_text
+
+    text = "é" * 200 + ' "quoted" \\ end'  # 400+ bytes: a two-byte character straddles the split
+    r = api.post(URL, {"type": "TXT", "name": "utf8", "data": text}, format="json")
+    assert r.status_code == 201 and r.json()["domain_record"]["data"] == text
+    record = Record.objects.get(pk=r.json()["domain_record"]["id"])
+    parsed = dns.rdata.from_text("IN", "TXT", rdata_text(zone, record))
+    assert [len(s) for s in parsed.strings] == [255, len(text.encode()) - 255]
+    assert b"".join(parsed.strings).decode() == text
