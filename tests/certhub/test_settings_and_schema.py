@@ -51,3 +51,9 @@ def test_openapi_schema_describes_the_domains_api(client):
     paths = r.json()["paths"]
     assert "/v2/domains/{domain_name}/records/{record_id}" in paths
     assert r.json()["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+
+
+def test_models_and_migrations_agree():
+    result = run_manage("makemigrations", "--check", "--dry-run", DEBUG="1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No changes detected" in result.stdout
