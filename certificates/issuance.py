@@ -170,7 +170,12 @@ def step_download(issuance: Issuance, acme: AcmeSession) -> float:
         certificate.state = Certificate.State.VERIFIED
         certificate.last_error = ""
         certificate.renew_at = version.renew_at
-        certificate.save()
+        certificate.save(
+            update_fields=[
+                "current_version", "state", "last_error", "renew_at", "renewal_failing_since",
+                "renewal_failure_notified",
+            ]
+        )  # fmt: skip
         transaction.on_commit(lambda: notifications.certificate_ready(certificate.pk), robust=True)
         transaction.on_commit(relay_soon, robust=True)
     return _move(issuance, Step.CLEANUP)

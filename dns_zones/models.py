@@ -31,12 +31,13 @@ class Zone(models.Model):
         return self.name
 
     def bump_serial(self) -> None:
-        """Mark the zone changed, so the DNS server reloads it and secondaries see a new SOA."""
+        """Mark the zone changed, so the DNS server reloads it and secondaries see a new SOA.
+
+        One UPDATE, which also locks the zone row until the caller's transaction ends; the new
+        serial is not read back (refresh_from_db when it is needed).
+        """
         now = int(time.time())
-        Zone.objects.filter(pk=self.pk).update(
-            serial=Greatest(F("serial") + 1, now), updated_at=timezone.now()
-        )
-        self.refresh_from_db(fields=["serial", "updated_at"])
+        Zone.objects.filter(pk=self.pk).update(serial=Greatest(F("serial") + 1, now), updated_at=timezone.now())
 
     def absolute(self, relative: str) -> str:
         """The fully qualified name (no trailing dot) of a record name relative to this zone."""
