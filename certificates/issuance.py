@@ -85,10 +85,12 @@ def step_check_dns(issuance: Issuance, acme: AcmeSession) -> float:
                     f"our DNS servers do not answer the TXT record {authz['record_name']}", permanent=False
                 )
             return _poll(issuance)
-    return _move(issuance, Step.ANSWER)
+    # Served everywhere: ask the CA to validate now rather than one task later.
+    return step_answer(issuance, acme)
 
 
 def step_answer(issuance: Issuance, acme: AcmeSession) -> float:
+    """Answer each challenge once (answering twice is harmless: the CA reports its state)."""
     for authz in issuance.authorizations:
         if authz.get("challenge_url") and not authz.get("answered"):
             acme.answer_challenge(authz["challenge_url"])
@@ -120,21 +122,34 @@ def step_poll_authorizations(issuance: Issuance, acme: AcmeSession) -> float:
 
 
 def step_finalize(issuance: Issuance, acme: AcmeSession) -> float:
-    order = acme.get_order(issuance.order_url)
-    # RFC 8555 7.1.6: "ready" waits for finalize; "processing" or "valid" means a finalize
-    # request was accepted already (a worker died after sending it): do not send another.
-    if order.status == "ready":
-        if not issuance.private_key_pem:
-            # Saved first, so a retried finalize signs the same key.
-            issuance.private_key_pem = keys.private_key_to_pem(keys.generate_private_key(issuance.key_type))
-            issuance.save(update_fields=["private_key_pem"])
-        csr = make_csr(keys.load_private_key(issuance.private_key_pem), issuance.dns_names)
-        acme.finalize(issuance.order_url, issuance.finalize_url, csr)
-    elif order.status == "invalid":
-        raise StepFailed(f"the CA gave up on the order: {order.error or 'invalid'}", permanent=False)
-    elif order.status == "pending":
-        return _move(issuance, Step.POLL_AUTHORIZATIONS)
-    return _move(issuance, Step.POLL_ORDER)
+    if issuance.private_key_pem:
+        # A key exists, so a finalize may have been sent by a worker that died before saving.
+        # RFC 8555 7.1.6: "ready" still waits for finalize; "processing" or "valid" means the
+        # CA accepted one already: do not send another.
+        order = acme.get_order(issuance.order_url)
+        if order.status != "ready":
+            return _after_finalize(issuance, order)
+    else:
+        # Saved before sending, so a retried finalize signs the same key.
+        issuance.private_key_pem = keys.private_key_to_pem(keys.generate_private_key(issuance.key_type))
+        issuance.save(update_fields=["private_key_pem"])
+    csr = make_csr(keys.load_private_key(issuance.private_key_pem), issuance.dns_names)
+    return _after_finalize(issuance, acme.finalize(issuance.order_url, issuance.finalize_url, csr))
+
+
+def _after_finalize(issuance: Issuance, order) -> float:
+    """Go on from the order's state after a finalize (RFC 8555 7.1.6)."""
+    if order.status == "valid" and order.certificate_url:
+        issuance.certificate_url = order.certificate_url
+        return _move(issuance, Step.DOWNLOAD)
+    if order.status == "processing":
+        _move(issuance, Step.POLL_ORDER)
+        return _poll(issuance, order.retry_after)
+    if order.status in ("pending", "ready"):
+        # Not ready yet (an authorization still pending): wait for the authorizations again.
+        _move(issuance, Step.POLL_AUTHORIZATIONS)
+        return _poll(issuance, order.retry_after)
+    raise StepFailed(f"the CA gave up on the order: {order.error or order.status}", permanent=False)
 
 
 def step_poll_order(issuance: Issuance, acme: AcmeSession) -> float:
