@@ -143,8 +143,9 @@ def _after_finalize(issuance: Issuance, order) -> float:
         issuance.certificate_url = order.certificate_url
         return _move(issuance, Step.DOWNLOAD)
     if order.status == "processing":
+        # The next task's own start is usually time enough for the CA to sign.
         _move(issuance, Step.POLL_ORDER)
-        return _poll(issuance, order.retry_after)
+        return order.retry_after or 0.0
     if order.status in ("pending", "ready"):
         # Not ready yet (an authorization still pending): wait for the authorizations again.
         _move(issuance, Step.POLL_AUTHORIZATIONS)
