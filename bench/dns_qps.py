@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from support import stop
+
 REPO = Path(__file__).resolve().parents[1]
 ZONE = "bench.test"
 DNSPERF = "/usr/bin/dnsperf"
@@ -31,7 +33,6 @@ class Result:
     latency_ms: float
     lost: int
     sent: int
-
 
 
 def setup_django(scratch: Path) -> dict[str, str]:
@@ -116,9 +117,7 @@ def wait_for_answer(port: int, process: subprocess.Popen, timeout: float = 60) -
 def dnsperf(label: str, port: int, queries: Path, seconds: int, *extra: str) -> Result:
     """Run dnsperf against a loopback port and parse its summary."""
     command = [DNSPERF, "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-c", "10", "-Q", "1000000"]
-    output = subprocess.run(
-        [*command, "-l", str(seconds), *extra], capture_output=True, text=True, check=True
-    ).stdout
+    output = subprocess.run([*command, "-l", str(seconds), *extra], capture_output=True, text=True, check=True).stdout
 
     def number(pattern: str) -> float:
         match = re.search(pattern, output)
@@ -133,16 +132,6 @@ def dnsperf(label: str, port: int, queries: Path, seconds: int, *extra: str) -> 
         lost=int(number(r"Queries lost:\s+(\d+)")),
         sent=int(number(r"Queries sent:\s+(\d+)")),
     )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def knot_config(scratch: Path, port: int, zone_file: Path) -> Path:

@@ -33,7 +33,6 @@ import itertools
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -47,6 +46,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from support import reset_stores, stop  # noqa: E402
 
 from acme_client.pebble import Pebble  # noqa: E402
 from certhub.ports import free_port  # noqa: E402
@@ -112,23 +113,6 @@ class Processes:
         self.started.clear()
 
 
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM the process, then SIGKILL its process group (its own children) if it lingers."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # prefork children and the like; the group is ours
-    except (ProcessLookupError, PermissionError):
-        pass
-    if process.poll() is None:
-        process.wait()
-
-
-
 def wait_until(check, what: str, process: subprocess.Popen | None = None, timeout: float = 60) -> None:
     """Call check() until it returns true; fail if the process exits or time runs out."""
     deadline = time.monotonic() + timeout
@@ -185,21 +169,6 @@ def certhub_env(scratch: Path, args: argparse.Namespace, dns_port: int) -> dict[
         "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
         "LOG_LEVEL": "INFO",
     }
-
-
-def reset_stores() -> None:
-    """Drop and create the scratch database; flush Redis DB 14."""
-    import MySQLdb
-    import redis
-
-    connection = MySQLdb.connect(host=HOST, port=3306, user="root")
-    try:
-        cursor = connection.cursor()
-        cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-        cursor.execute(f"CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    finally:
-        connection.close()
-    redis.Redis.from_url(REDIS_URL).flushdb()
 
 
 def prepare_certhub(env: dict[str, str]) -> str:
@@ -456,7 +425,7 @@ def start_certhub(args, scratch: Path, processes: Processes) -> tuple[CertHubCli
     """Prepare the database, start run_dns, Pebble, the worker and gunicorn; return a client."""
     dns_port = free_port()
     env = certhub_env(scratch, args, dns_port)
-    reset_stores()
+    reset_stores(database=DATABASE, redis_url=REDIS_URL, host=HOST)
     token = prepare_certhub(env)
 
     run_dns = processes.start(

@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from support import reset_stores
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -75,21 +77,6 @@ class Run:
     next_ms: float = 0.0
     explain_first: str = ""
     explain_next: str = ""
-
-
-def reset_stores() -> None:
-    """Drop and create the scratch database; flush Redis DB 13."""
-    import MySQLdb
-    import redis
-
-    connection = MySQLdb.connect(host=HOST, port=3306, user="root")
-    try:
-        cursor = connection.cursor()
-        cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-        cursor.execute(f"CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    finally:
-        connection.close()
-    redis.Redis.from_url(REDIS_URL).flushdb()
 
 
 def drop_database() -> None:
@@ -307,7 +294,7 @@ def main() -> None:
     if not 0 < args.due_fraction <= 1:
         parser.error("--due-fraction must be in (0, 1]")
 
-    reset_stores()
+    reset_stores(database=DATABASE, redis_url=REDIS_URL, host=HOST)
     setup_django()
     from django.conf import settings
 

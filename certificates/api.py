@@ -8,8 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from certhub.api_common import PageNumberLinksPagination, Unprocessable, request_team
-from certhub.names import parents
-from certificates import services
+from certificates import services, validation
 from certificates.models import Certificate, Issuance
 from dns_zones.models import Zone
 from dns_zones.services import Invalid
@@ -43,7 +42,7 @@ class CertificateSerializer(serializers.ModelSerializer):
         zones = self.context.get("zone_names")
         if zones is None:
             return services.names_outside_zones(obj)
-        return [n for n in obj.dns_names if not zones.intersection(parents(n.removeprefix("*.")))]
+        return validation.names_outside(obj.dns_names, zones)
 
     def get_step(self, obj: Certificate) -> str | None:
         return obj.latest_step

@@ -210,7 +210,7 @@ def _renewal_info(acme: AcmeSession, fullchain: str) -> tuple[RenewalInfo | None
 
 
 def step_cleanup(issuance: Issuance, acme: AcmeSession) -> float:
-    _cleanup_records(issuance)
+    cleanup_challenge_records(issuance)
     issuance.finished_at = timezone.now()
     issuance.private_key_pem = ""  # the version keeps its own copy
     _move(issuance, Step.DONE)
@@ -237,7 +237,7 @@ def relay_soon() -> None:
     relay_outbox.delay()
 
 
-def _cleanup_records(issuance: Issuance) -> None:
+def cleanup_challenge_records(issuance: Issuance) -> None:
     try:
         provider = _provider(issuance)
         for authz in issuance.authorizations:
@@ -253,7 +253,7 @@ def _retry_delay(issuance: Issuance, error: Exception) -> float:
 
 
 def _fail(issuance: Issuance, reason: str) -> None:
-    _cleanup_records(issuance)
+    cleanup_challenge_records(issuance)
     issuance.step = Step.FAILED
     issuance.finished_at = timezone.now()
     issuance.private_key_pem = ""
@@ -276,7 +276,7 @@ def _fail(issuance: Issuance, reason: str) -> None:
 
 def _restart(issuance: Issuance) -> None:
     """After a failure that spoiled the order, clean up and open a new order on the next try."""
-    _cleanup_records(issuance)
+    cleanup_challenge_records(issuance)
     issuance.step = Step.NEW_ORDER
     issuance.order_url = issuance.finalize_url = issuance.certificate_url = ""
     issuance.authorizations = []

@@ -18,7 +18,6 @@ from acme_client.protocol import AcmeError, RenewalInfo
 from certificates.models import Certificate, CertificateVersion, Issuance
 
 log = logging.getLogger(__name__)
-LONGEST_COUNTDOWN = 60
 
 
 def lifetime_renewal_time(not_before: datetime, not_after: datetime) -> datetime:
@@ -37,7 +36,7 @@ def ari_renewal_time(info: RenewalInfo, *, now: datetime) -> datetime:
 def renewal_claim(certificate_id, *, now: datetime, start_at: datetime | None = None, reason: str = "renew",
                   due_only: bool = True) -> Issuance | None:  # fmt: skip
     """Claim a certificate for renewal and open its issuance; None if it is not claimable."""
-    from certificates.tasks import advance_issuance
+    from certificates.tasks import LONGEST_COUNTDOWN, advance_issuance
 
     with transaction.atomic():
         claim = Certificate.objects.filter(

@@ -68,12 +68,12 @@ def issuance_start(*, certificate: Certificate) -> Issuance:
 
 def certificate_delete(*, certificate: Certificate) -> None:
     """Delete the certificate, its versions and open orders, removing any challenge records."""
-    from certificates.issuance import _cleanup_records, relay_soon
+    from certificates.issuance import cleanup_challenge_records, relay_soon
     from distribution import outbox
     from distribution.models import OutboxEvent
 
     for issuance in certificate.issuances.exclude(step__in=[Issuance.Step.DONE, Issuance.Step.FAILED]):
-        _cleanup_records(issuance)
+        cleanup_challenge_records(issuance)
     with transaction.atomic():
         outbox.record_event(kind=OutboxEvent.Kind.DELETED, certificate=certificate)
         certificate.delete()
@@ -162,9 +162,5 @@ def _store_custom_version(certificate: Certificate, validated) -> None:
 
 def names_outside_zones(certificate: Certificate) -> list[str]:
     """The certificate's names that no zone of its team hosts (allowed for custom certificates)."""
-    from certhub.names import parents
-    from dns_zones.models import Zone
-
-    wanted = {p for n in certificate.dns_names for p in parents(n.removeprefix("*."))}
-    hosted = set(Zone.objects.filter(team_id=certificate.team_id, name__in=wanted).values_list("name", flat=True))
-    return [n for n in certificate.dns_names if not hosted.intersection(parents(n.removeprefix("*.")))]
+    hosted = validation.hosted_zone_names(certificate.team_id, certificate.dns_names)
+    return validation.names_outside(certificate.dns_names, hosted)

@@ -53,13 +53,22 @@ def clean_dns_names(raw: Any) -> list[str]:
     return names
 
 
+def hosted_zone_names(team_id: int, names: list[str]) -> set[str]:
+    """The team's zones among the parents of names (one query)."""
+    wanted = {p for name in names for p in parents(name.removeprefix("*."))}
+    return set(Zone.objects.filter(team_id=team_id, name__in=wanted).values_list("name", flat=True))
+
+
+def names_outside(names: list[str], hosted: set[str]) -> list[str]:
+    """The names in none of the hosted zones (a wildcard counts as its base name)."""
+    return [n for n in names if not hosted.intersection(parents(n.removeprefix("*.")))]
+
+
 def check_names_hosted(team: Team, names: list[str]) -> None:
     """Every name must lie in a zone of the team (the same answer whoever hosts it otherwise)."""
-    wanted = {p for name in names for p in parents(name.removeprefix("*."))}
-    hosted = set(Zone.objects.filter(team=team, name__in=wanted).values_list("name", flat=True))
-    for name in names:
-        if not hosted.intersection(parents(name.removeprefix("*."))):
-            raise Invalid({"dns_names": [f"{name!r} is not in any DNS zone of your team; add the zone first"]})
+    outside = names_outside(names, hosted_zone_names(team.pk, names))
+    if outside:
+        raise Invalid({"dns_names": [f"{outside[0]!r} is not in any DNS zone of your team; add the zone first"]})
 
 
 def names_key(names: list[str]) -> str:
