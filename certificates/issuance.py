@@ -62,6 +62,7 @@ def step_new_order(issuance: Issuance, acme: AcmeSession) -> float:
 
 def step_publish(issuance: Issuance, acme: AcmeSession) -> float:
     provider = _provider(issuance)
+    published = False
     for authz in issuance.authorizations:
         if "value" not in authz:
             info = acme.get_authorization(authz["url"])
@@ -73,7 +74,10 @@ def step_publish(issuance: Issuance, acme: AcmeSession) -> float:
             authz.update(challenge_url=info.challenge_url, record_name=info.txt_name, value=info.txt_value)
         if authz.get("status") != "valid":
             provider.present(authz["record_name"], authz["value"])
-    return _move(issuance, Step.CHECK_DNS)
+            published = True
+    _move(issuance, Step.CHECK_DNS)
+    # Checking sooner than the provider can serve the value only costs a task.
+    return provider.propagation_delay if published else 0.0
 
 
 def step_check_dns(issuance: Issuance, acme: AcmeSession) -> float:

@@ -12,6 +12,9 @@ class DnsProviderError(Exception):
 class DnsProvider:
     """Publish and remove TXT values; both calls are idempotent."""
 
+    # Seconds a published value usually takes to be served: the first is_served check waits this long.
+    propagation_delay: float = 0.0
+
     def present(self, name: str, value: str) -> None:
         """Add `value` to the TXT RRset at the absolute `name` (no trailing dot)."""
         raise NotImplementedError

@@ -18,6 +18,8 @@ QUERY_TIMEOUT = 1.0
 class HostedZoneProvider(DnsProvider):
     def __init__(self, team: Team):
         self.team = team
+        # run_dns picks changed zones up on its next reload.
+        self.propagation_delay = settings.CERTHUB_DNS_RELOAD_INTERVAL
 
     def _zone(self, name: str):
         zone = services.zone_for_name(name, team=self.team)

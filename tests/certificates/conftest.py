@@ -47,9 +47,12 @@ def pebble_nonce_reject(tmp_path_factory, dns_port) -> Iterator[Pebble]:
     )
 
 
+DNS_RELOAD_INTERVAL = 0.05
+
+
 @pytest.fixture
 def dns_server(transactional_db, dns_port) -> Iterator[DNSServer]:
-    server = DNSServer((DNS_HOST, dns_port), reload_interval=0.05, tcp_idle_timeout=0.5)
+    server = DNSServer((DNS_HOST, dns_port), reload_interval=DNS_RELOAD_INTERVAL, tcp_idle_timeout=0.5)
     server.start()
     yield server
     server.stop()
@@ -60,6 +63,7 @@ def use_ca(settings, dns_port):
     """Point CertHub at a Pebble and at the test DNS server; returns a function taking the Pebble."""
     settings.CERTHUB_DNS_LISTEN = (DNS_HOST, dns_port)
     settings.CERTHUB_POLL_FIRST_DELAY = 0.02
+    settings.CERTHUB_DNS_RELOAD_INTERVAL = DNS_RELOAD_INTERVAL  # what the worker expects of dns_server
 
     def point(pebble: Pebble) -> Pebble:
         settings.ACME_DIRECTORY_URL = pebble.directory_url

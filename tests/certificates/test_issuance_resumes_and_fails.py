@@ -56,6 +56,28 @@ def resume_by_sweep(api, issuance: Issuance) -> dict:
     raise AssertionError("the sweep did not finish the issuance")
 
 
+def test_the_challenge_is_checked_once_our_dns_has_had_time_to_serve_it(
+    api, owner, zones, dns_server, pebble, use_ca, settings
+):
+    use_ca(pebble)
+    issuance = run_until(pending_issuance(api, ["www.alpha.test"], name="timely"), Issuance.Step.PUBLISH)
+
+    published_at = timezone.now()
+    delay = workflow.advance(issuance.pk)
+    issuance.refresh_from_db()
+    assert issuance.step == Issuance.Step.CHECK_DNS
+    assert delay == settings.CERTHUB_DNS_RELOAD_INTERVAL > 0
+    assert issuance.next_attempt_at >= published_at + timezone.timedelta(seconds=delay)
+    assert workflow.advance(issuance.pk) is None  # not due yet
+
+    time.sleep(delay)
+    workflow.advance(issuance.pk)
+    issuance.refresh_from_db()
+    # Served at the first check, which also answered the challenge.
+    assert (issuance.step, issuance.polls) == (Issuance.Step.POLL_AUTHORIZATIONS, 0)
+    assert all(authz.get("answered") for authz in issuance.authorizations)
+
+
 @pytest.mark.parametrize("killed_at", [Issuance.Step.PUBLISH, Issuance.Step.POLL_ORDER])
 def test_killed_worker_is_resumed_with_exactly_one_order(
     api, owner, zones, dns_server, pebble, use_ca, celery_worker, settings, killed_at
