@@ -8,7 +8,8 @@ MariaDB (root without password on 127.0.0.1:3306) and Redis (127.0.0.1:6379).
 What it measures, for N certificates each, sequentially and then N at once from a thread pool:
 
 - CertHub: `POST /v2/certificates` (type lets_encrypt, one name `c<i>.bench.test`, ECDSA P-256
-  by default), then `GET /v2/certificates/{id}` every --poll-ms until `verified`; the time of one
+  by default), then `GET /v2/certificates/{id}` after --poll-ms and then at intervals growing by
+  half up to --poll-max-ms, until `verified`; the time of one
   certificate is POST to verified. Behind the API: gunicorn, a Celery worker on Redis, the
   scratch MariaDB database `certhub_bench` (dropped and created), Redis DB 14 (flushed),
   `manage.py run_dns` answering the zone `bench.test`, and a Pebble validating against it.
@@ -29,7 +30,9 @@ Everything listens on 127.0.0.1 and everything started here is stopped at the en
 
 import argparse
 import concurrent.futures
+import http.client
 import itertools
+import json
 import os
 import re
 import shutil
@@ -184,41 +187,56 @@ def prepare_certhub(env: dict[str, str]) -> str:
 
 
 class CertHubClient:
-    """Requests and polls certificates through the REST API; one HTTP session per thread."""
+    """Requests and polls certificates through the REST API over one keep-alive connection per thread.
 
-    def __init__(self, base_url: str, token: str, poll_interval: float):
+    Plain http.client rather than requests: the client shares the machine's two cores with the
+    servers it measures, and requests costs several times more CPU per call.
+    """
+
+    def __init__(self, base_url: str, token: str, poll_first: float, poll_max: float):
         self.base_url = base_url
-        self.headers = {"Authorization": f"Bearer {token}"}
-        self.poll_interval = poll_interval
+        self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self.poll_first = poll_first
+        self.poll_max = poll_max
         self._local = threading.local()
         self.polls = 0
 
-    def _session(self):
-        import requests
-
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            session.headers.update(self.headers)
-        return session
+    def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            host, port = self.base_url.removeprefix("http://").split(":")
+            connection = self._local.connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        headers = dict(self.headers)
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            connection.request(method, path, body=payload, headers=headers)
+            response = connection.getresponse()
+            return response.status, json.loads(response.read() or b"{}")
+        except (OSError, http.client.HTTPException):
+            connection.close()  # reconnects on the next call
+            raise
 
     def issue(self, index: int) -> float | None:
         """Request c<index>.bench.test and wait until verified; the seconds taken, None on failure."""
-        session = self._session()
         name = f"c{index}.{CERTHUB_ZONE}"
         started = time.monotonic()
-        response = session.post(
-            f"{self.base_url}/v2/certificates",
-            json={"name": name, "type": "lets_encrypt", "dns_names": [name]},
-            timeout=10,
+        status, body = self._call(
+            "POST", "/v2/certificates", {"name": name, "type": "lets_encrypt", "dns_names": [name]}
         )
-        if response.status_code != 201:
-            print(f"  {name}: POST {response.status_code} {response.text[:200]}", file=sys.stderr)
+        if status != 201:
+            print(f"  {name}: POST {status} {str(body)[:200]}", file=sys.stderr)
             return None
-        url = f"{self.base_url}/v2/certificates/{response.json()['certificate']['id']}"
+        path = f"/v2/certificates/{body['certificate']['id']}"
+        interval = self.poll_first
         while time.monotonic() - started < CERT_TIMEOUT:
-            time.sleep(self.poll_interval)
-            certificate = session.get(url, timeout=10).json()["certificate"]
+            # Growing by half up to a ceiling, as a well-behaved API client (and CertHub towards
+            # the CA) polls: each poll costs the server as much CPU as an issuance step.
+            time.sleep(interval)
+            interval = min(interval * 1.5, self.poll_max)
+            certificate = self._call("GET", path)[1]["certificate"]
             self.polls += 1
             if certificate["state"] == "verified":
                 return time.monotonic() - started
@@ -418,6 +436,20 @@ def run_dns_reload_stats(log: Path) -> tuple[int, float]:
     return len(times), statistics.mean(times) if times else 0.0
 
 
+def reference_seconds() -> float:
+    """The best of three runs of a fixed pure-Python loop: this machine's speed at the time.
+
+    Shared virtual machines drift by 15% and more within an hour; this figure, printed with the
+    results, tells a slow run on a slow moment from a regression.
+    """
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        sum(i * i for i in range(2_000_000))
+        best = min(best, time.process_time() - started)
+    return best
+
+
 # Main.
 
 
@@ -437,15 +469,17 @@ def start_certhub(args, scratch: Path, processes: Processes) -> tuple[CertHubCli
     env = {**env, "ACME_DIRECTORY_URL": pebble.directory_url, "ACME_CA_BUNDLE": pebble.ca_bundle}
 
     celery = str(Path(sys.executable).with_name("celery"))
-    worker_log = processes.logs / "worker.log"
-    worker = processes.start(
-        "worker",
-        [celery, "-A", "certhub", "worker", "-l", "info", "-P", args.worker_pool,
-         "-c", str(args.worker_concurrency), "--without-gossip", "--without-mingle", "--without-heartbeat",
-         "-n", f"bench@{socket.gethostname()}"],
-        env,
-    )  # fmt: skip
-    wait_until(lambda: b" ready." in worker_log.read_bytes(), "celery worker", worker)
+    for number in range(1, args.worker_processes + 1):
+        name = f"worker{number}"
+        worker_log = processes.logs / f"{name}.log"
+        worker = processes.start(
+            name,
+            [celery, "-A", "certhub", "worker", "-l", "info", "-P", args.worker_pool,
+             "-c", str(args.worker_concurrency), "--without-gossip", "--without-mingle", "--without-heartbeat",
+             "-n", f"bench{number}@{socket.gethostname()}"],
+            env,
+        )  # fmt: skip
+        wait_until(lambda log=worker_log: b" ready." in log.read_bytes(), f"celery {name}", worker)
 
     web_port = free_port()
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
@@ -463,20 +497,24 @@ def start_certhub(args, scratch: Path, processes: Processes) -> tuple[CertHubCli
         return requests.get(f"{base_url}/healthz", timeout=1).status_code == 200
 
     wait_until(web_ready, "gunicorn", web)
-    return CertHubClient(base_url, token, args.poll_ms / 1000), env, pebble
+    return CertHubClient(base_url, token, args.poll_ms / 1000, args.poll_max_ms / 1000), env, pebble
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20, help="certificates per run (default 20)")
     parser.add_argument("--concurrency", type=int, default=10, help="threads in concurrent runs")
-    parser.add_argument("--poll-ms", type=float, default=10, help="API poll interval (default 10)")
+    parser.add_argument("--poll-ms", type=float, default=30, help="first API poll interval (default 30)")
+    parser.add_argument(
+        "--poll-max-ms", type=float, default=250, help="API poll interval ceiling, growing by half from --poll-ms"
+    )
     parser.add_argument("--poll-first-delay-ms", type=int, default=20, help="CERTHUB_POLL_FIRST_DELAY_MS")
     parser.add_argument("--dns-reload-ms", type=int, default=20, help="CERTHUB_DNS_RELOAD_INTERVAL_MS")
     # prefork x2: one process per core. The threads pool stalled chained countdown tasks for
     # ~10 s at a time under concurrent load (celery 5.5, Redis), and x3/x4 only add contention.
     parser.add_argument("--worker-pool", default="prefork", choices=["prefork", "threads", "solo"])
-    parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument("--worker-concurrency", type=int, default=2, help="pool size of each worker process")
+    parser.add_argument("--worker-processes", type=int, default=1, help="Celery worker processes started")
     parser.add_argument("--web-workers", type=int, default=1, help="gunicorn worker processes")
     parser.add_argument("--web-threads", type=int, default=4, help="gunicorn threads per worker")
     parser.add_argument("--skip-lego", action="store_true", help="measure CertHub only")
@@ -501,19 +539,21 @@ def main() -> None:
         client, _, pebble = start_certhub(args, scratch, processes)
         pebbles.append(pebble)
         if client.issue(10_000) is None:  # warm-up: registers the ACME account
-            raise RuntimeError(f"the warm-up certificate failed; see worker.log and the others in {scratch}")
-        worker_log = scratch / "worker.log"
-        offset = worker_log.stat().st_size
+            raise RuntimeError(f"the warm-up certificate failed; see the worker logs and the others in {scratch}")
+        worker_logs = sorted(scratch.glob("worker*.log"))
+        offsets = {log: log.stat().st_size for log in worker_logs}
         client.polls = 0
         results.append(measure("certhub", "sequential", client.issue, list(range(n)), 1))
-        watched = {name: processes.by_name[name].pid for name in ("worker", "gunicorn", "run_dns")}
+        workers = [name for name in processes.by_name if name.startswith("worker")]
+        watched = {name: processes.by_name[name].pid for name in (*workers, "gunicorn", "run_dns")}
         watched |= {"pebble": pebble.process.pid, "bench client": os.getpid()}
         watched |= {name: pid for name, pid in service_pids().items()}
         before = cpu_snapshot(watched)
         results.append(measure("certhub", "concurrent", client.issue, list(range(n, 2 * n)), args.concurrency))
         after = cpu_snapshot(watched)
         cpu_per_cert = {name: (after[name] - before[name]) / n for name in watched}
-        tasks, task_seconds = worker_task_stats(worker_log, offset)
+        stats = [worker_task_stats(log, offsets[log]) for log in worker_logs]
+        tasks, task_seconds = sum(count for count, _ in stats), sum(seconds for _, seconds in stats)
         api_polls = client.polls
         if args.trace:
             with StepWatcher() as watcher:
@@ -543,14 +583,17 @@ def main() -> None:
         else:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    print(f"\nMachine speed: the reference loop took {reference_seconds() * 1000:.0f} ms (lower is faster)")
     print(f"\n{'client':<8} {'mode':<11} {'N':>4} {'certs/min':>10} {'median s':>10} {'p90 s':>8} {'failures':>8}")
     for result in results:
         print(result.row())
     print(
         f"\nCertHub settings: CERTHUB_POLL_FIRST_DELAY_MS={args.poll_first_delay_ms}, "
-        f"CERTHUB_DNS_RELOAD_INTERVAL_MS={args.dns_reload_ms}, worker pool {args.worker_pool} "
-        f"x{args.worker_concurrency}, gunicorn {args.web_workers} workers x {args.web_threads} threads, "
-        f"API poll every {args.poll_ms:g} ms, concurrency {args.concurrency}"
+        f"CERTHUB_DNS_RELOAD_INTERVAL_MS={args.dns_reload_ms}, {args.worker_processes} worker process(es), "
+        f"pool {args.worker_pool} x{args.worker_concurrency}, "
+        f"gunicorn {args.web_workers} workers x {args.web_threads} threads, "
+        f"API polls every {args.poll_ms:g} ms growing by half to {args.poll_max_ms:g} ms, "
+        f"concurrency {args.concurrency}"
     )
     measured = 2 * n
     print(
