@@ -41,16 +41,27 @@ def ensure_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "CertHub local Pebble TLS CA")])
     ca_cert = (
         x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name)
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -63,16 +74,18 @@ def ensure_tls_files(directory: Path) -> tuple[Path, Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     key_path.chmod(0o600)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     # The CA last: its presence marks a complete set.
@@ -83,8 +96,9 @@ def ensure_tls_files(directory: Path) -> tuple[Path, Path, Path]:
 class Pebble:
     """A Pebble process on loopback; start with ``Pebble.start(...)``, end with ``stop()``."""
 
-    def __init__(self, process: subprocess.Popen, port: int, management_port: int, ca_bundle: Path,
-                 log_path: Path | None) -> None:
+    def __init__(
+        self, process: subprocess.Popen, port: int, management_port: int, ca_bundle: Path, log_path: Path | None
+    ) -> None:
         self.process = process
         self.directory_url = f"https://{HOST}:{port}/dir"
         self.management_url = f"https://{HOST}:{management_port}"
@@ -93,9 +107,17 @@ class Pebble:
         self._ssl = ssl.create_default_context(cafile=self.ca_bundle)
 
     @classmethod
-    def start(cls, workdir: Path, dns_server: tuple[str, int] | str, *, env: dict[str, str] | None = None,
-              port: int | None = None, management_port: int | None = None,
-              eab_keys: dict[str, str] | None = None, log: IO | None = None) -> Self:
+    def start(
+        cls,
+        workdir: Path,
+        dns_server: tuple[str, int] | str,
+        *,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        management_port: int | None = None,
+        eab_keys: dict[str, str] | None = None,
+        log: IO | None = None,
+    ) -> Self:
         """Start Pebble resolving names through ``dns_server`` and wait until it answers.
 
         ``env`` adds variables such as PEBBLE_VA_NOSLEEP or PEBBLE_WFE_NONCEREJECT; ``eab_keys``
@@ -107,26 +129,37 @@ class Pebble:
         port = port or free_port()
         management_port = management_port or free_port()
         config_path = workdir / "pebble-config.json"
-        config_path.write_text(json.dumps({"pebble": {
-            "listenAddress": f"{HOST}:{port}",
-            "managementListenAddress": f"{HOST}:{management_port}",
-            "certificate": str(cert_path),
-            "privateKey": str(key_path),
-            # Pebble dials these for http-01 and tls-alpn-01; nothing listens there, as CertHub
-            # answers dns-01 only.
-            "httpPort": free_port(),
-            "tlsPort": free_port(),
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": bool(eab_keys),
-            "externalAccountMACKeys": eab_keys or {},
-        }}, indent=2))
+        config_path.write_text(
+            json.dumps(
+                {
+                    "pebble": {
+                        "listenAddress": f"{HOST}:{port}",
+                        "managementListenAddress": f"{HOST}:{management_port}",
+                        "certificate": str(cert_path),
+                        "privateKey": str(key_path),
+                        # Pebble dials these for http-01 and tls-alpn-01; nothing listens there, as CertHub
+                        # answers dns-01 only.
+                        "httpPort": free_port(),
+                        "tlsPort": free_port(),
+                        "ocspResponderURL": "",
+                        "externalAccountBindingRequired": bool(eab_keys),
+                        "externalAccountMACKeys": eab_keys or {},
+                    }
+                },
+                indent=2,
+            )
+        )
         if isinstance(dns_server, tuple):
             dns_server = f"{dns_server[0]}:{dns_server[1]}"
         log_path = workdir / "pebble.log" if log is None else None
         with log_path.open("ab") if log_path else contextlib.nullcontext(log) as output:
             process = subprocess.Popen(
                 [PEBBLE_BIN, "-config", str(config_path), "-dnsserver", dns_server],
-                env={**os.environ, **(env or {})}, stdout=output, stderr=subprocess.STDOUT, cwd=workdir)
+                env={**os.environ, **(env or {})},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+            )
         pebble = cls(process, port, management_port, ca_path, log_path)
         try:
             pebble._wait_until_ready()

@@ -29,12 +29,27 @@ TIMEOUT = 10  # seconds per HTTP request; a step is short, the caller retries la
 BAD_NONCE_ATTEMPTS = 8  # each attempt is two tries (ClientNetwork.post retries badNonce once)
 
 # The caller cannot fix these by waiting: the request, the names or the account must change.
-PERMANENT_PROBLEMS = frozenset({
-    "accountDoesNotExist", "badCSR", "badPublicKey", "badRevocationReason", "badSignatureAlgorithm",
-    "caa", "compound", "externalAccountRequired", "invalidContact", "invalidEmail", "malformed",
-    "rejectedIdentifier", "unauthorized", "unsupportedContact", "unsupportedIdentifier",
-    "userActionRequired", "alreadyRevoked",
-})
+PERMANENT_PROBLEMS = frozenset(
+    {
+        "accountDoesNotExist",
+        "badCSR",
+        "badPublicKey",
+        "badRevocationReason",
+        "badSignatureAlgorithm",
+        "caa",
+        "compound",
+        "externalAccountRequired",
+        "invalidContact",
+        "invalidEmail",
+        "malformed",
+        "rejectedIdentifier",
+        "unauthorized",
+        "unsupportedContact",
+        "unsupportedIdentifier",
+        "userActionRequired",
+        "alreadyRevoked",
+    }
+)
 # Worth another try later: the CA is busy, broken for a moment, or the order is not there yet.
 TRANSIENT_PROBLEMS = frozenset({"badNonce", "rateLimited", "serverInternal", "orderNotReady"})
 
@@ -44,8 +59,9 @@ PEM_CHAIN = "application/pem-certificate-chain"
 class AcmeError(Exception):
     """A step failed; ``permanent`` says whether trying again later can help."""
 
-    def __init__(self, detail: str, *, permanent: bool, problem_type: str | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, detail: str, *, permanent: bool, problem_type: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{problem_type}: {detail}" if problem_type else detail)
         self.detail = detail
         self.permanent = permanent
@@ -184,21 +200,31 @@ def make_csr(private_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, names:
     # The CN is optional for ACME; set it when it fits (64 characters) for tools that show it.
     if names and len(names[0]) <= 64:
         builder = builder.subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-    builder = builder.add_extension(
-        x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), critical=False)
+    builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), critical=False)
     return builder.sign(private_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
 class AcmeSession:
     """One account at one ACME CA; each method is one short, non-blocking protocol step."""
 
-    def __init__(self, directory_url: str, account_key: jose.JWK | bytes, *,
-                 ca_bundle: str | None = None, account_url: str | None = None,
-                 timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self,
+        directory_url: str,
+        account_key: jose.JWK | bytes,
+        *,
+        ca_bundle: str | None = None,
+        account_url: str | None = None,
+        timeout: float = TIMEOUT,
+    ) -> None:
         self.directory_url = directory_url
         self.account_key = load_account_key(account_key)
-        self.net = _Network(key=self.account_key, alg=_signature_alg(self.account_key),
-                            verify_ssl=ca_bundle or True, user_agent=USER_AGENT, timeout=timeout)
+        self.net = _Network(
+            key=self.account_key,
+            alg=_signature_alg(self.account_key),
+            verify_ssl=ca_bundle or True,
+            user_agent=USER_AGENT,
+            timeout=timeout,
+        )
         self._directory: messages.Directory | None = None
         self.account_url = account_url
 
@@ -223,16 +249,19 @@ class AcmeSession:
 
     # Steps
 
-    def register(self, email: str | None = None, eab_kid: str | None = None,
-                 eab_hmac_key: str | None = None) -> str:
+    def register(self, email: str | None = None, eab_kid: str | None = None, eab_hmac_key: str | None = None) -> str:
         """Create the account for this key, or find the existing one, and return its URL."""
         eab = None
         if eab_kid and eab_hmac_key:
             eab = messages.ExternalAccountBinding.from_data(
-                account_public_key=self.account_key.public_key(), kid=eab_kid, hmac_key=eab_hmac_key,
-                directory=self.directory)
+                account_public_key=self.account_key.public_key(),
+                kid=eab_kid,
+                hmac_key=eab_hmac_key,
+                directory=self.directory,
+            )
         body = messages.NewRegistration.from_data(
-            email=email, terms_of_service_agreed=True, external_account_binding=eab)
+            email=email, terms_of_service_agreed=True, external_account_binding=eab
+        )
         previous, self.account_url = self.account_url, None  # newAccount is signed with the JWK, no kid
         try:
             # 201 Created for a new account, 200 OK with the same Location for an existing one.
@@ -245,9 +274,10 @@ class AcmeSession:
 
     def new_order(self, identifiers: list[str], replaces: str | None = None) -> OrderInfo:
         """Open an order for DNS names; ``replaces`` is the ARI id of the certificate it renews."""
-        body = _NewOrder(identifiers=[
-            messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in identifiers
-        ], replaces=replaces)
+        body = _NewOrder(
+            identifiers=[messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in identifiers],
+            replaces=replaces,
+        )
         response = self._post(self.directory["newOrder"], body)
         return self._order_info(response, response.headers["Location"])
 
@@ -294,8 +324,12 @@ class AcmeSession:
                 raise
         with self._errors():
             body = messages.ChallengeBody.from_json(response.json())
-        return ChallengeInfo(url=challenge_url, status=body.status.name, error=_problem_detail(body.error),
-                             retry_after=_retry_after(response))
+        return ChallengeInfo(
+            url=challenge_url,
+            status=body.status.name,
+            error=_problem_detail(body.error),
+            retry_after=_retry_after(response),
+        )
 
     def finalize(self, order_url: str, finalize_url: str, csr_pem: bytes) -> OrderInfo:
         """Send the CSR; return the order, "processing" or "valid" on success."""
@@ -392,8 +426,9 @@ class _ErrorTranslation:
                 permanent = False
             else:  # a problem we do not know: trust the HTTP status
                 permanent = status is not None and status < 500 and status != 429
-            raise AcmeError(exc.detail or exc.description or code, permanent=permanent,
-                            problem_type=code, retry_after=retry_after) from exc
+            raise AcmeError(
+                exc.detail or exc.description or code, permanent=permanent, problem_type=code, retry_after=retry_after
+            ) from exc
         if isinstance(exc, requests.RequestException):
             raise AcmeError(f"cannot reach the CA: {exc}", permanent=False) from exc
         if isinstance(exc, acme_errors.Error | jose.DeserializationError | ValueError | KeyError):
@@ -401,6 +436,5 @@ class _ErrorTranslation:
             # 5xx without a problem document, a truncated body. Permanent only for a 4xx.
             permanent = status is not None and 400 <= status < 500 and status != 429
             detail = f"HTTP {status}" if status else "unexpected response"
-            raise AcmeError(f"{detail} from the CA: {exc}", permanent=permanent,
-                            retry_after=retry_after) from exc
+            raise AcmeError(f"{detail} from the CA: {exc}", permanent=permanent, retry_after=retry_after) from exc
         return False

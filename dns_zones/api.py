@@ -137,9 +137,7 @@ class RecordDetailView(APIView):
 
     @extend_schema(responses=RecordSerializer)
     def get(self, request, domain_name: str, record_id: int):
-        return Response(
-            {"domain_record": RecordSerializer(self._record(request, domain_name, record_id)).data}
-        )
+        return Response({"domain_record": RecordSerializer(self._record(request, domain_name, record_id)).data})
 
     @extend_schema(request=RecordSerializer, responses=RecordSerializer)
     def put(self, request, domain_name: str, record_id: int):

@@ -101,11 +101,7 @@ class ZoneData:
                 answer.append(_owned_by(cname, name) if wildcard else cname)
                 target = cname[0].target
                 # Chase within this zone only, never into a delegation, never round a loop.
-                if (
-                    target in seen
-                    or not target.is_subdomain(self.origin)
-                    or self._cut_above(target, qtype) is not None
-                ):
+                if target in seen or not target.is_subdomain(self.origin) or self._cut_above(target, qtype) is not None:
                     return Answer(dns.rcode.NOERROR, True, answer)
                 seen.add(target)
                 name = target
@@ -245,9 +241,7 @@ class DNSServer:
         tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT,
     ):
         self.listen = listen
-        self.reload_interval = (
-            settings.CERTHUB_DNS_RELOAD_INTERVAL if reload_interval is None else reload_interval
-        )
+        self.reload_interval = settings.CERTHUB_DNS_RELOAD_INTERVAL if reload_interval is None else reload_interval
         self.cache_size = cache_size
         self.tcp_idle_timeout = tcp_idle_timeout
         self.address: tuple[str, int] = listen  # the bound address, with the real port

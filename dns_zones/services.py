@@ -150,9 +150,7 @@ def clean_record(zone: Zone, data: dict[str, Any], instance: Record | None = Non
     With an instance, absent fields keep their stored values (PATCH); the type cannot change.
     """
     if instance is not None and instance.type == Record.Type.SOA:
-        changed = [
-            k for k, v in data.items() if k != "ttl" and v is not None and v != getattr(instance, k, None)
-        ]
+        changed = [k for k, v in data.items() if k != "ttl" and v is not None and v != getattr(instance, k, None)]
         if changed:
             raise Invalid({changed[0]: ["only the ttl of an SOA record can change"]})
         return {"ttl": _int(data.get("ttl", instance.ttl), "ttl", MIN_TTL, MAX_TTL, True)}
@@ -209,9 +207,7 @@ def clean_record(zone: Zone, data: dict[str, Any], instance: Record | None = Non
             raise Invalid({"data": [f"must be at most {MAX_TXT_BYTES} bytes"]})
         out["data"] = raw
     elif rtype == Record.Type.CAA:
-        out["flags"] = _int(
-            merged.get("flags", 0) if merged.get("flags") is not None else 0, "flags", 0, 255, True
-        )
+        out["flags"] = _int(merged.get("flags", 0) if merged.get("flags") is not None else 0, "flags", 0, 255, True)
         tag = merged.get("tag")
         if tag not in CAA_TAGS:
             raise Invalid({"tag": [f"must be one of {', '.join(CAA_TAGS)}"]})

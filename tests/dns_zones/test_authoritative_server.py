@@ -502,7 +502,6 @@ def test_ipv6_listener_answers(transactional_db, zone):
 # The real command.
 
 
-
 def test_run_dns_command_survives_garbage_and_stops_on_sigterm(zone):
     db = connection.settings_dict
     auth = quote(db["USER"] or "", safe="") + (":" + quote(db["PASSWORD"], safe="") if db["PASSWORD"] else "")
