@@ -282,6 +282,9 @@ CERTHUB_RENEWAL_SPACING = float(envint("CERTHUB_RENEWAL_SPACING_MS", 100)) / 100
 # After a failed renewal, try again this much later (never past the certificate's expiry).
 CERTHUB_RENEWAL_RETRY_SECONDS = envint("CERTHUB_RENEWAL_RETRY_SECONDS", 6 * 3600)
 
+# Published outbox events are kept this long (for audit and replay), then pruned daily.
+CERTHUB_OUTBOX_RETENTION_DAYS = envint("CERTHUB_OUTBOX_RETENTION_DAYS", 30)
+
 _sweep_offset = int(hashlib.sha256(SECRET_KEY.encode()).hexdigest(), 16)
 CELERY_BEAT_SCHEDULE = {
     "resume-issuances": {
@@ -296,6 +299,10 @@ CELERY_BEAT_SCHEDULE = {
         ),
     },
     "outbox-relay": {"task": "distribution.tasks.relay_outbox", "schedule": 10.0, "options": {"expires": 10}},
+    "outbox-prune": {
+        "task": "distribution.tasks.prune_outbox",
+        "schedule": crontab(minute=str((_sweep_offset // 11) % 60), hour=str((_sweep_offset // 13) % 24)),
+    },
     "expiry-notifications": {
         "task": "certificates.tasks.notification_sweep",
         "schedule": crontab(minute=str((_sweep_offset // 7) % 60)),

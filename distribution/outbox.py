@@ -13,6 +13,7 @@ unpublished, so pointing CertHub at a Redis later delivers them all; it says so 
 import functools
 import json
 import logging
+from datetime import timedelta
 
 import redis
 from django.conf import settings
@@ -141,6 +142,25 @@ def _relay_batch(client: redis.Redis, stream: str, batch: int) -> tuple[int, boo
                 published_at=timezone.now()
             )
         return sent, sent == len(events)
+
+
+def prune(*, batch: int = 5000, now=None) -> int:
+    """Delete published events older than CERTHUB_OUTBOX_RETENTION_DAYS; return how many.
+
+    Unpublished events are never pruned: they are still owed to the stream. Batches of `batch`
+    rows (a range on the published_at index) keep each DELETE's locks short.
+    """
+    cutoff = (now or timezone.now()) - timedelta(days=settings.CERTHUB_OUTBOX_RETENTION_DAYS)
+    old = OutboxEvent.objects.filter(published_at__lt=cutoff).order_by("published_at", "seq")
+    pruned = 0
+    while True:
+        seqs = list(old.values_list("seq", flat=True)[:batch])
+        if not seqs:
+            return pruned
+        deleted, _ = OutboxEvent.objects.filter(seq__in=seqs).delete()
+        pruned += deleted
+        if len(seqs) < batch:
+            return pruned
 
 
 def _fields(event: OutboxEvent) -> dict[str, str]:

@@ -9,3 +9,11 @@ def relay_outbox() -> int:
     from distribution import outbox
 
     return outbox.relay()
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def prune_outbox() -> int:
+    """Delete published events past their retention (beat, daily)."""
+    from distribution import outbox
+
+    return outbox.prune()

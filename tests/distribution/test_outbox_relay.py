@@ -3,9 +3,11 @@
 import json
 import logging
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
 from certificates.models import CertificateVersion
 from distribution import outbox
@@ -189,3 +191,27 @@ def test_without_redis_events_stay_unpublished_and_it_says_so_once(certificate, 
     assert [r.message for r in caplog.records if r.name == "distribution.outbox"] == [
         "outbox relay: REDIS_URL is not set, events stay unpublished until it is"
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pruning_deletes_only_published_events_past_retention(certificate, settings):
+    settings.CERTHUB_OUTBOX_RETENTION_DAYS = 30
+    now = timezone.now()
+    old_published = [record(certificate) for _ in range(5)]
+    recent_published = record(certificate)
+    old_unpublished = record(certificate, kind=Kind.DELETED)
+    OutboxEvent.objects.filter(seq__in=[e.seq for e in old_published]).update(
+        created_at=now - timedelta(days=40), published_at=now - timedelta(days=31)
+    )
+    OutboxEvent.objects.filter(seq=recent_published.seq).update(published_at=now - timedelta(days=29))
+    OutboxEvent.objects.filter(seq=old_unpublished.seq).update(created_at=now - timedelta(days=400))
+
+    assert outbox.prune(batch=2, now=now) == 5
+
+    assert set(OutboxEvent.objects.values_list("seq", flat=True)) == {recent_published.seq, old_unpublished.seq}
+    assert outbox.prune(batch=2, now=now) == 0
+
+
+def test_pruning_runs_daily_from_beat(settings):
+    entry = next(e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == "distribution.tasks.prune_outbox")
+    assert len(entry["schedule"].hour) == 1 and len(entry["schedule"].minute) == 1
