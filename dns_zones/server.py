@@ -525,13 +525,17 @@ class DNSServer:
 
 
 def _to_wire_within(response: dns.message.Message, query: dns.message.Message, limit: int) -> bytes:
-    """Render within the size limit: drop the additional section first, then truncate (TC)."""
+    """Render within the size limit: drop optional additional records first, then truncate (TC).
+
+    A referral's glue for name servers inside the delegated zone is not optional (RFC 9471): a
+    resolver could not reach them without it, so if it does not fit the answer is truncated.
+    """
     try:
         return response.to_wire(max_size=limit)
     except dns.exception.TooBig:
         pass
     if response.additional:
-        response.additional = []
+        response.additional = _required_glue(response)
         try:
             return response.to_wire(max_size=limit)
         except dns.exception.TooBig:
@@ -540,6 +544,14 @@ def _to_wire_within(response: dns.message.Message, query: dns.message.Message, l
     truncated.flags |= dns.flags.TC | (response.flags & dns.flags.AA)
     truncated.set_rcode(response.rcode())
     return truncated.to_wire(max_size=limit)
+
+
+def _required_glue(response: dns.message.Message) -> list[dns.rrset.RRset]:
+    """In a referral, the glue of name servers below the cut; nothing otherwise."""
+    if response.flags & dns.flags.AA or not response.authority or response.authority[0].rdtype != NS:
+        return []
+    cut = response.authority[0].name
+    return [rrset for rrset in response.additional if rrset.name.is_subdomain(cut)]
 
 
 def _recv_exactly(conn: socket.socket, size: int) -> bytes | None:

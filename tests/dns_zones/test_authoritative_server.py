@@ -324,6 +324,37 @@ def test_delegated_name_gets_a_referral_with_glue(dns_server, zone):
         ]
 
 
+def test_referral_glue_inside_the_cut_is_never_dropped_but_sibling_glue_may_be(dns_server, zone):
+    # Twelve name servers inside sub, each with an IPv4 and an IPv6 address, do not fit 512 bytes.
+    for i in range(12):
+        add(zone, type="NS", name="sub", data=f"ns{i}.sub")
+        add(zone, type="A", name=f"ns{i}.sub", data=f"192.0.2.{i + 1}")
+        add(zone, type="AAAA", name=f"ns{i}.sub", data=f"2001:db8::{i + 1}")
+    # A sibling: in our zone but outside the delegated one, so its glue is optional.
+    add(zone, type="NS", name="small", data="ns.sibling")
+    add(zone, type="NS", name="small", data="ns0.small")
+    add(zone, type="A", name="ns0.small", data="192.0.2.100")
+    for i in range(20):
+        add(zone, type="AAAA", name="ns.sibling", data=f"2001:db8::1:{i}")
+    wait_until_served(dns_server, zone)
+
+    truncated = ask(dns_server, "host.sub.example.test", "A")
+    assert truncated.flags & dns.flags.TC
+    assert not truncated.flags & dns.flags.AA
+    complete = ask(dns_server, "host.sub.example.test", "A", tcp=True)
+    assert not complete.flags & dns.flags.TC
+    assert len(complete.additional) == 24  # every A and AAAA of ns0..ns11.sub
+    roomy = ask(dns_server, "host.sub.example.test", "A", use_edns=0, payload=4096)
+    assert not roomy.flags & dns.flags.TC and len(roomy.additional) == 24
+
+    # The sibling glue does not fit; the in-domain glue does: a referral without TC that keeps it.
+    referral = ask(dns_server, "host.small.example.test", "A")
+    assert not referral.flags & dns.flags.TC
+    assert [(rrset.name.to_text(), rrset[0].to_text()) for rrset in referral.additional] == [
+        ("ns0.small.example.test.", "192.0.2.100")
+    ]
+
+
 def test_ds_at_a_delegation_point_is_answered_by_the_parent(dns_server, zone):
     add(zone, type="NS", name="sub", data="ns.elsewhere.invalid.")
     wait_until_served(dns_server, zone)
