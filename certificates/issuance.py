@@ -337,6 +337,9 @@ def advance(issuance_id: int) -> float | None:
         return None
     if issuance.step == Step.DONE:
         delay = None
+    # Counted from the claim, not the end of the step: the next task's countdown starts later, so
+    # it always finds the step due (even on a worker whose clock is a little behind); otherwise it
+    # would be dropped and wait for the resume sweep.
     issuance.next_attempt_at = now + timedelta(seconds=delay or 0)
     fields = SAVED_EVERY_STEP + (["private_key_pem"] if not issuance.private_key_pem else [])
     try:

@@ -47,6 +47,14 @@ def pebble_nonce_reject(tmp_path_factory, dns_port) -> Iterator[Pebble]:
     )
 
 
+@pytest.fixture(scope="session")
+def pebble_authz_reuse(tmp_path_factory, dns_port) -> Iterator[Pebble]:
+    """Pebble that always hands an account back its still-valid authorizations."""
+    yield from _pebble(
+        tmp_path_factory, dns_port, "pebble-reuse", {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_AUTHZREUSE": "100"}
+    )
+
+
 DNS_RELOAD_INTERVAL = 0.05
 
 
