@@ -284,6 +284,8 @@ CERTHUB_RENEWAL_RETRY_SECONDS = envint("CERTHUB_RENEWAL_RETRY_SECONDS", 6 * 3600
 
 # Published outbox events are kept this long (for audit and replay), then pruned daily.
 CERTHUB_OUTBOX_RETENTION_DAYS = envint("CERTHUB_OUTBOX_RETENTION_DAYS", 30)
+if CERTHUB_OUTBOX_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("CERTHUB_OUTBOX_RETENTION_DAYS must be at least 1")
 
 _sweep_offset = int(hashlib.sha256(SECRET_KEY.encode()).hexdigest(), 16)
 CELERY_BEAT_SCHEDULE = {

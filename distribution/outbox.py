@@ -13,7 +13,7 @@ unpublished, so pointing CertHub at a Redis later delivers them all; it says so 
 import functools
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import redis
 from django.conf import settings
@@ -144,7 +144,7 @@ def _relay_batch(client: redis.Redis, stream: str, batch: int) -> tuple[int, boo
         return sent, sent == len(events)
 
 
-def prune(*, batch: int = 5000, now=None) -> int:
+def prune(*, batch: int = 5000, now: datetime | None = None) -> int:
     """Delete published events older than CERTHUB_OUTBOX_RETENTION_DAYS; return how many.
 
     Unpublished events are never pruned: they are still owed to the stream. Batches of `batch`

@@ -9,6 +9,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from certhub.celery import app as celery_app
 from certificates.models import CertificateVersion
 from distribution import outbox
 from distribution.models import OutboxEvent
@@ -214,4 +215,8 @@ def test_pruning_deletes_only_published_events_past_retention(certificate, setti
 
 def test_pruning_runs_daily_from_beat(settings):
     entry = next(e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == "distribution.tasks.prune_outbox")
-    assert len(entry["schedule"].hour) == 1 and len(entry["schedule"].minute) == 1
+    assert entry["task"] in celery_app.tasks
+    schedule = entry["schedule"]
+    assert (len(schedule.minute), len(schedule.hour), len(schedule.day_of_week), len(schedule.day_of_month)) == (
+        1, 1, 7, 31,
+    )  # fmt: skip
