@@ -535,11 +535,25 @@ def _to_wire_within(response: dns.message.Message, query: dns.message.Message, l
     except dns.exception.TooBig:
         pass
     if response.additional:
-        response.additional = _required_glue(response)
+        optional = response.additional
+        required = _required_glue(response)
+        response.additional = list(required)
         try:
-            return response.to_wire(max_size=limit)
+            wire = response.to_wire(max_size=limit)
         except dns.exception.TooBig:
             pass
+        else:
+            # Then as much of the rest as fits, an RRset at a time, in the order it was found.
+            kept = {id(rrset) for rrset in required}
+            for rrset in optional:
+                if id(rrset) in kept:
+                    continue
+                response.additional.append(rrset)
+                try:
+                    wire = response.to_wire(max_size=limit)
+                except dns.exception.TooBig:
+                    response.additional.pop()
+            return wire
     truncated = dns.message.make_response(query, our_payload=OUR_UDP_PAYLOAD)
     truncated.flags |= dns.flags.TC | (response.flags & dns.flags.AA)
     truncated.set_rcode(response.rcode())

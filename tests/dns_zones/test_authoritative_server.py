@@ -330,12 +330,13 @@ def test_referral_glue_inside_the_cut_is_never_dropped_but_sibling_glue_may_be(d
         add(zone, type="NS", name="sub", data=f"ns{i}.sub")
         add(zone, type="A", name=f"ns{i}.sub", data=f"192.0.2.{i + 1}")
         add(zone, type="AAAA", name=f"ns{i}.sub", data=f"2001:db8::{i + 1}")
-    # A sibling: in our zone but outside the delegated one, so its glue is optional.
-    add(zone, type="NS", name="small", data="ns.sibling")
+    # small is served by a name server of its own and by one in its sibling other (sibling glue).
+    add(zone, type="NS", name="other", data="ns.elsewhere.invalid.")
+    add(zone, type="NS", name="small", data="ns.other")
     add(zone, type="NS", name="small", data="ns0.small")
     add(zone, type="A", name="ns0.small", data="192.0.2.100")
     for i in range(20):
-        add(zone, type="AAAA", name="ns.sibling", data=f"2001:db8::1:{i}")
+        add(zone, type="AAAA", name="ns.other", data=f"2001:db8::1:{i}")
     wait_until_served(dns_server, zone)
 
     truncated = ask(dns_server, "host.sub.example.test", "A")
@@ -347,12 +348,33 @@ def test_referral_glue_inside_the_cut_is_never_dropped_but_sibling_glue_may_be(d
     roomy = ask(dns_server, "host.sub.example.test", "A", use_edns=0, payload=4096)
     assert not roomy.flags & dns.flags.TC and len(roomy.additional) == 24
 
-    # The sibling glue does not fit; the in-domain glue does: a referral without TC that keeps it.
+    # The sibling glue does not fit, the in-domain glue does: a referral without TC that keeps it.
     referral = ask(dns_server, "host.small.example.test", "A")
     assert not referral.flags & dns.flags.TC
     assert [(rrset.name.to_text(), rrset[0].to_text()) for rrset in referral.additional] == [
         ("ns0.small.example.test.", "192.0.2.100")
     ]
+    with_room = ask(dns_server, "host.small.example.test", "A", use_edns=0, payload=4096)
+    assert sorted(rrset.name.to_text() for rrset in with_room.additional) == [
+        "ns.other.example.test.",
+        "ns0.small.example.test.",
+    ]
+
+
+def test_apex_ns_answer_keeps_what_glue_fits_without_truncating(dns_server, zone):
+    for i in range(12):
+        add(zone, type="NS", name="@", data=f"ns{i}")
+        add(zone, type="A", name=f"ns{i}", data=f"192.0.2.{i + 1}")
+        add(zone, type="AAAA", name=f"ns{i}", data=f"2001:db8::{i + 1}")
+    wait_until_served(dns_server, zone)
+
+    response = ask(dns_server, "example.test", "NS")
+
+    # An authoritative answer: its addresses are optional, so no TC, and as many as fit.
+    assert response.flags & dns.flags.AA and not response.flags & dns.flags.TC
+    assert len(response.answer[0]) == 14  # the two service name servers and ours
+    assert 0 < len(response.additional) < 24
+    assert len(ask(dns_server, "example.test", "NS", tcp=True).additional) == 24
 
 
 def test_ds_at_a_delegation_point_is_answered_by_the_parent(dns_server, zone):
