@@ -64,6 +64,7 @@ LEGO_ZONE = "lego.test"
 TEAM = "bench"
 KNOTD = "/usr/sbin/knotd"
 CERT_TIMEOUT = 60.0  # seconds before one certificate counts as failed
+KEEPALIVE_REUSE = 1.0  # seconds an idle keep-alive connection is reused
 PEBBLE_ENV = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
 
 
@@ -200,27 +201,52 @@ class CertHubClient:
         self.poll_max = poll_max
         self._local = threading.local()
         self.polls = 0
+        self.last_intervals: list[float] = []  # per verified certificate: how late it may have been seen
+
+    def _connection(self) -> http.client.HTTPConnection:
+        local = self._local
+        # gunicorn closes a keep-alive connection idle for 2 s: do not reuse one idle half that long.
+        if getattr(local, "connection", None) is not None and time.monotonic() - local.used > KEEPALIVE_REUSE:
+            local.connection.close()
+            local.connection = None
+        if getattr(local, "connection", None) is None:
+            host, port = self.base_url.removeprefix("http://").split(":")
+            local.connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        local.used = time.monotonic()
+        return local.connection
 
     def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            host, port = self.base_url.removeprefix("http://").split(":")
-            connection = self._local.connection = http.client.HTTPConnection(host, int(port), timeout=10)
         headers = dict(self.headers)
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        for attempt in (1, 2):
+            connection = self._connection()
+            try:
+                connection.request(method, path, body=payload, headers=headers)
+                response = connection.getresponse()
+                text = response.read()
+                break
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                self._local.connection = None
+                if method != "GET" or attempt == 2:  # a GET is safe to send again; a POST is not
+                    raise
         try:
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            return response.status, json.loads(response.read() or b"{}")
-        except (OSError, http.client.HTTPException):
-            connection.close()  # reconnects on the next call
-            raise
+            return response.status, json.loads(text or b"{}")
+        except ValueError:
+            return response.status, {"body": text[:200].decode(errors="replace")}
 
     def issue(self, index: int) -> float | None:
         """Request c<index>.bench.test and wait until verified; the seconds taken, None on failure."""
+        try:
+            return self._issue(index)
+        except (OSError, http.client.HTTPException, KeyError) as e:
+            print(f"  c{index}.{CERTHUB_ZONE}: {type(e).__name__}: {e}", file=sys.stderr)
+            return None
+
+    def _issue(self, index: int) -> float | None:
         name = f"c{index}.{CERTHUB_ZONE}"
         started = time.monotonic()
         status, body = self._call(
@@ -233,16 +259,21 @@ class CertHubClient:
         interval = self.poll_first
         while time.monotonic() - started < CERT_TIMEOUT:
             # Growing by half up to a ceiling, as a well-behaved API client (and CertHub towards
-            # the CA) polls: each poll costs the server as much CPU as an issuance step.
+            # the CA) polls: each poll costs the server about as much CPU as an issuance step.
             time.sleep(interval)
-            interval = min(interval * 1.5, self.poll_max)
-            certificate = self._call("GET", path)[1]["certificate"]
+            status, body = self._call("GET", path)
             self.polls += 1
+            if status != 200:
+                print(f"  {name}: GET {status} {str(body)[:200]}", file=sys.stderr)
+                return None
+            certificate = body["certificate"]
             if certificate["state"] == "verified":
+                self.last_intervals.append(interval)
                 return time.monotonic() - started
             if certificate["state"] == "error":
                 print(f"  {name}: error: {certificate['last_error']}", file=sys.stderr)
                 return None
+            interval = min(interval * 1.5, self.poll_max)
         print(f"  {name}: not verified after {CERT_TIMEOUT:.0f}s", file=sys.stderr)
         return None
 
@@ -437,16 +468,17 @@ def run_dns_reload_stats(log: Path) -> tuple[int, float]:
 
 
 def reference_seconds() -> float:
-    """The best of three runs of a fixed pure-Python loop: this machine's speed at the time.
+    """The best of three wall-clock runs of a fixed pure-Python loop: this machine's speed now.
 
-    Shared virtual machines drift by 15% and more within an hour; this figure, printed with the
-    results, tells a slow run on a slow moment from a regression.
+    Shared virtual machines drift by 20% and more within an hour. Wall-clock time (not process
+    time) also shows CPU the host takes away. Printed before and after the runs, it tells a slow
+    run on a slow moment from a regression.
     """
     best = float("inf")
     for _ in range(3):
-        started = time.process_time()
+        started = time.perf_counter()
         sum(i * i for i in range(2_000_000))
-        best = min(best, time.process_time() - started)
+        best = min(best, time.perf_counter() - started)
     return best
 
 
@@ -534,6 +566,7 @@ def main() -> None:
     results: list[Result] = []
     n = args.n
     failed = True
+    speed_before = reference_seconds()
     try:
         print(f"scratch directory {scratch}", flush=True)
         client, _, pebble = start_certhub(args, scratch, processes)
@@ -543,6 +576,7 @@ def main() -> None:
         worker_logs = sorted(scratch.glob("worker*.log"))
         offsets = {log: log.stat().st_size for log in worker_logs}
         client.polls = 0
+        client.last_intervals.clear()
         results.append(measure("certhub", "sequential", client.issue, list(range(n)), 1))
         workers = [name for name in processes.by_name if name.startswith("worker")]
         watched = {name: processes.by_name[name].pid for name in (*workers, "gunicorn", "run_dns")}
@@ -555,6 +589,7 @@ def main() -> None:
         stats = [worker_task_stats(log, offsets[log]) for log in worker_logs]
         tasks, task_seconds = sum(count for count, _ in stats), sum(seconds for _, seconds in stats)
         api_polls = client.polls
+        last_intervals = list(client.last_intervals) or [0.0]
         if args.trace:
             with StepWatcher() as watcher:
                 measure("certhub", "traced", client.issue, list(range(2 * n, 3 * n)), 1)
@@ -583,7 +618,10 @@ def main() -> None:
         else:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"\nMachine speed: the reference loop took {reference_seconds() * 1000:.0f} ms (lower is faster)")
+    print(
+        f"\nMachine speed: a reference loop took {speed_before * 1000:.0f} ms before the runs and "
+        f"{reference_seconds() * 1000:.0f} ms after (lower is faster)"
+    )
     print(f"\n{'client':<8} {'mode':<11} {'N':>4} {'certs/min':>10} {'median s':>10} {'p90 s':>8} {'failures':>8}")
     for result in results:
         print(result.row())
@@ -599,7 +637,9 @@ def main() -> None:
     print(
         f"Worker: {tasks} advance_issuance runs for {measured} certificates "
         f"({tasks / measured:.1f} per certificate, {task_seconds / max(tasks, 1) * 1000:.1f} ms each on "
-        f"average); API GETs: {api_polls} ({api_polls / measured:.1f} per certificate); "
+        f"average); API GETs: {api_polls} ({api_polls / measured:.1f} per certificate; the last poll "
+        f"interval, by which a certificate may have been seen late: median "
+        f"{statistics.median(last_intervals) * 1000:.0f} ms); "
         f"run_dns zone reloads: {reloads}, {reload_ms:.1f} ms each on average"
     )
     print(
