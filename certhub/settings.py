@@ -68,8 +68,11 @@ def envsecret(name: str, default: str = "") -> str:
 
 
 def envhostport(name: str, default: str) -> tuple[str, int]:
-    value = os.environ.get(name) or default
-    host, sep, port = value.rpartition(":")
+    return _hostport(name, os.environ.get(name) or default)
+
+
+def _hostport(name: str, value: str) -> tuple[str, int]:
+    host, sep, port = value.strip().rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ImproperlyConfigured(f"{name} must be host:port, not {value!r}")
     return host.strip("[]"), int(port)
@@ -241,6 +244,12 @@ CERTHUB_NAMESERVERS = envlist("CERTHUB_NAMESERVERS", "ns1.certhub.test,ns2.certh
 CERTHUB_HOSTMASTER = envstr("CERTHUB_HOSTMASTER", "hostmaster.certhub.test")
 CERTHUB_DNS_DEFAULT_TTL = envint("CERTHUB_DNS_DEFAULT_TTL", 1800)
 CERTHUB_DNS_RELOAD_INTERVAL = float(envint("CERTHUB_DNS_RELOAD_INTERVAL_MS", 250)) / 1000
+# Where a zone change is announced (RFC 1996 NOTIFY), so run_dns reloads it at once instead of at
+# its next poll: every run_dns, as host:port (comma-separated; "none" to only poll). And whom
+# run_dns takes NOTIFY from.
+_notify = os.environ.get("CERTHUB_DNS_NOTIFY") or f"{CERTHUB_DNS_LISTEN[0]}:{CERTHUB_DNS_LISTEN[1]}"
+CERTHUB_DNS_NOTIFY = [] if _notify == "none" else [_hostport("CERTHUB_DNS_NOTIFY", v) for v in _notify.split(",")]
+CERTHUB_DNS_NOTIFY_FROM = envlist("CERTHUB_DNS_NOTIFY_FROM", "127.0.0.1,::1")
 
 # ACME (used by issuance).
 # The embedded default is the local Pebble of `make run` (manage.py run_pebble), whose TLS

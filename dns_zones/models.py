@@ -2,12 +2,13 @@
 
 import time
 
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from certhub.models import Team
+from dns_zones import notify
 
 
 def next_serial(current: int = 0) -> int:
@@ -38,6 +39,9 @@ class Zone(models.Model):
         """
         now = int(time.time())
         Zone.objects.filter(pk=self.pk).update(serial=Greatest(F("serial") + 1, now), updated_at=timezone.now())
+        # Once committed (with the records changed in the same transaction), tell run_dns.
+        name = self.name
+        transaction.on_commit(lambda: notify.zone_changed(name), robust=True)
 
     def absolute(self, relative: str) -> str:
         """The fully qualified name (no trailing dot) of a record name relative to this zone."""

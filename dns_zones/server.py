@@ -7,6 +7,7 @@ answered with one dict lookup, which is what lets plain Python go well past dnsp
 queries/s (see DESIGN.md, performance notes).
 """
 
+import ipaddress
 import logging
 import socket
 import struct
@@ -239,14 +240,20 @@ class DNSServer:
         reload_interval: float | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
         tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT,
+        notify_from: list[str] | None = None,
     ):
         self.listen = listen
+        # Sources whose NOTIFY (RFC 1996) makes us reload at once: CertHub's own processes.
+        self.notify_from = frozenset(
+            ipaddress.ip_address(a) for a in (settings.CERTHUB_DNS_NOTIFY_FROM if notify_from is None else notify_from)
+        )
         self.reload_interval = settings.CERTHUB_DNS_RELOAD_INTERVAL if reload_interval is None else reload_interval
         self.cache_size = cache_size
         self.tcp_idle_timeout = tcp_idle_timeout
         self.address: tuple[str, int] = listen  # the bound address, with the real port
         self._snapshot = Snapshot()
         self._stopping = threading.Event()
+        self._reload_now = threading.Event()
         self._first_attempt = threading.Event()
         self._threads: list[threading.Thread] = []
         self._tcp_connections: set[socket.socket] = set()
@@ -281,6 +288,7 @@ class DNSServer:
     def stop(self) -> None:
         """Stop serving, close the sockets and wait for the threads."""
         self._stopping.set()
+        self._reload_now.set()
         for sock in (self._udp, self._tcp):
             if sock is None:
                 continue
@@ -385,7 +393,10 @@ class DNSServer:
                     logger.info("zone reload works again")
                 failing = False
             self._first_attempt.set()
-            self._stopping.wait(self.reload_interval)
+            # Until the next poll, or a NOTIFY; cleared before reloading, so a NOTIFY that comes
+            # during a reload brings another.
+            self._reload_now.wait(self.reload_interval)
+            self._reload_now.clear()
         self._close_db_connection()
 
     @staticmethod
@@ -414,7 +425,7 @@ class DNSServer:
                 if cached is not None:
                     sendto(data[:2] + cached, peer)
                     continue
-                response = self.respond(data, tcp=False)
+                response = self.respond(data, tcp=False, peer=peer[0] if peer else None)
                 if response is not None:
                     sendto(response, peer)
             except OSError:
@@ -464,14 +475,17 @@ class DNSServer:
                 self._tcp_connections.discard(conn)
             conn.close()
 
-    def respond(self, data: bytes, *, tcp: bool) -> bytes | None:
+    def respond(self, data: bytes, *, tcp: bool, peer: str | None = None) -> bytes | None:
         """The wire response to one query, or None to drop it; caches what can be reused."""
         if len(data) < 12:
             return None
         flags = struct.unpack_from("!H", data, 2)[0]
         if flags & dns.flags.QR:
             return None  # never answer a response: that is how reflection loops start
-        if dns.opcode.from_flags(flags) != dns.opcode.QUERY:
+        opcode = dns.opcode.from_flags(flags)
+        if opcode == dns.opcode.NOTIFY and not tcp:
+            return self._notified(data, peer)
+        if opcode != dns.opcode.QUERY:
             return _header_only(data, dns.rcode.NOTIMP)
         try:
             query = dns.message.from_wire(data)
@@ -494,6 +508,26 @@ class DNSServer:
             cache.clear()  # crude but bounded; a full cache refills from the hot questions
         cache[data[2:]] = wire[2:]
         return wire
+
+    def _notified(self, data: bytes, peer: str | None) -> bytes:
+        """A NOTIFY (RFC 1996): from one of ours, reload now; acknowledge it, never cache it."""
+        try:
+            address = ipaddress.ip_address(peer) if peer is not None else None
+        except ValueError:
+            address = None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        allowed = address is not None and address in self.notify_from
+        if not allowed:
+            return _header_only(data, dns.rcode.REFUSED)
+        try:
+            query = dns.message.from_wire(data)
+        except Exception:
+            return _header_only(data, dns.rcode.FORMERR)
+        self._reload_now.set()
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        return response.to_wire()
 
     def _build_response(self, snapshot: Snapshot, query: dns.message.Message) -> dns.message.Message:
         response = dns.message.make_response(query, our_payload=OUR_UDP_PAYLOAD)

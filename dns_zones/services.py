@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 
 from certhub.models import Team
 from certhub.names import NameError_, is_within, normalize_zone_name, parents, to_ascii
+from dns_zones import notify
 from dns_zones.models import Record, Zone
 
 MIN_TTL = 30
@@ -61,22 +62,27 @@ def zone_create(*, team: Team, name: Any, ip_address: Any = None) -> Zone:
     if overlapping:
         raise Invalid({"name": [NAME_TAKEN]})
     ttl = settings.CERTHUB_DNS_DEFAULT_TTL
+    nameservers = settings.CERTHUB_NAMESERVERS
     try:
+        # One transaction: run_dns must never load the zone without its SOA and NS records (it
+        # reloads a zone only when its serial changes, and adding these does not change it).
         with transaction.atomic():
             zone = Zone.objects.create(team=team, name=zone_name, ttl=ttl)
+            Record.objects.create(zone=zone, type=Record.Type.SOA, name="@", data=nameservers[0] + ".", ttl=ttl)
+            for ns in nameservers:
+                Record.objects.create(zone=zone, type=Record.Type.NS, name="@", data=ns + ".", ttl=ttl)
+            if ip_address not in (None, ""):
+                Record.objects.create(zone=zone, type=Record.Type.A, name="@", data=str(address), ttl=ttl)
+            transaction.on_commit(lambda: notify.zone_changed(zone_name), robust=True)
     except IntegrityError:
         raise Invalid({"name": [NAME_TAKEN]}) from None
-    nameservers = settings.CERTHUB_NAMESERVERS
-    Record.objects.create(zone=zone, type=Record.Type.SOA, name="@", data=nameservers[0] + ".", ttl=ttl)
-    for ns in nameservers:
-        Record.objects.create(zone=zone, type=Record.Type.NS, name="@", data=ns + ".", ttl=ttl)
-    if ip_address not in (None, ""):
-        Record.objects.create(zone=zone, type=Record.Type.A, name="@", data=str(address), ttl=ttl)
     return zone
 
 
 def zone_delete(*, zone: Zone) -> None:
-    zone.delete()
+    with transaction.atomic():
+        zone.delete()
+        transaction.on_commit(lambda: notify.zone_changed(zone.name), robust=True)
 
 
 def _relative_name(zone: Zone, raw: Any) -> str:

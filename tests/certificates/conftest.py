@@ -72,6 +72,7 @@ def use_ca(settings, dns_port):
     settings.CERTHUB_DNS_LISTEN = (DNS_HOST, dns_port)
     settings.CERTHUB_POLL_FIRST_DELAY = 0.02
     settings.CERTHUB_DNS_RELOAD_INTERVAL = DNS_RELOAD_INTERVAL  # what the worker expects of dns_server
+    settings.CERTHUB_DNS_NOTIFY = [(DNS_HOST, dns_port)]  # and whom zone changes are announced to
 
     def point(pebble: Pebble) -> Pebble:
         settings.ACME_DIRECTORY_URL = pebble.directory_url

@@ -26,8 +26,9 @@ import pytest
 from django.db import connection
 
 from certhub.ports import free_port
-from dns_zones import services
+from dns_zones import notify, services
 from dns_zones.models import Record, Zone
+from dns_zones.providers.hosted import NOTIFIED_DELAY, HostedZoneProvider
 from dns_zones.server import DNSServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -512,15 +513,83 @@ def test_idle_tcp_connection_is_closed(dns_server):
 # Other opcodes and malformed input.
 
 
-def test_non_query_opcodes_get_notimp(dns_server, zone):
+def test_updates_and_other_opcodes_get_notimp(dns_server, zone):
     wait_until_served(dns_server, zone)
-    notify = dns.message.make_query("example.test", "SOA")
-    notify.set_opcode(dns.opcode.NOTIFY)
     update = dns.update.UpdateMessage("example.test")
     update.add("x", 300, "A", "192.0.2.5")
-    for message in (notify, update):
+    status = dns.message.make_query("example.test", "SOA")
+    status.set_opcode(dns.opcode.STATUS)
+    for message in (update, status):
         response = dns.query.udp(message, dns_server.address[0], timeout=2, port=dns_server.address[1])
         assert response.rcode() == dns.rcode.NOTIMP
+
+
+# NOTIFY (RFC 1996): CertHub's processes announce changes so the server need not wait for its poll.
+
+
+@pytest.fixture
+def slow_polling_server(transactional_db, settings) -> DNSServer:
+    """A server that would poll only every 30 s, and the settings that NOTIFY it."""
+    server = DNSServer(("127.0.0.1", 0), reload_interval=30, notify_from=["127.0.0.1"])
+    server.start()
+    settings.CERTHUB_DNS_NOTIFY = [server.address[:2]]
+    yield server
+    server.stop()
+
+
+def test_a_change_is_served_at_once_when_notified(slow_polling_server, team):
+    zone = services.zone_create(team=team, name="notified.test")  # NOTIFYs on commit
+    deadline = time.monotonic() + 3
+    while ask(slow_polling_server, "notified.test", "SOA").rcode() != dns.rcode.NOERROR:
+        assert time.monotonic() < deadline, "the new zone was not served within 3 s (the poll is 30 s)"
+        time.sleep(0.01)
+
+    add(zone, type="A", name="www", data="192.0.2.80")
+    deadline = time.monotonic() + 3
+    while rdatas(ask(slow_polling_server, "www.notified.test", "A")) != ["192.0.2.80"]:
+        assert time.monotonic() < deadline, "the new record was not served within 3 s (the poll is 30 s)"
+        time.sleep(0.01)
+
+
+def test_notify_is_acknowledged_as_rfc_1996_says(slow_polling_server):
+    wire = notify.notify_message("example.test")
+    response = dns.message.from_wire(udp_exchange(slow_polling_server, wire))
+    sent = dns.message.from_wire(wire)
+    assert response.id == sent.id
+    assert response.opcode() == dns.opcode.NOTIFY
+    assert response.flags & dns.flags.QR and response.flags & dns.flags.AA
+    assert response.rcode() == dns.rcode.NOERROR
+    assert response.question[0].name.to_text() == "example.test."
+
+
+def test_notify_from_elsewhere_is_refused_and_reloads_nothing(transactional_db, team, settings):
+    server = DNSServer(("127.0.0.1", 0), reload_interval=30, notify_from=["192.0.2.1"])
+    server.start()
+    try:
+        settings.CERTHUB_DNS_NOTIFY = [server.address[:2]]
+        services.zone_create(team=team, name="ignored.test")  # its NOTIFY comes from 127.0.0.1
+        response = dns.message.from_wire(udp_exchange(server, notify.notify_message("ignored.test")))
+        assert response.rcode() == dns.rcode.REFUSED
+        assert response.opcode() == dns.opcode.NOTIFY
+        time.sleep(0.3)  # what a NOTIFYed reload takes, many times over
+        assert ask(server, "ignored.test", "SOA").rcode() == dns.rcode.REFUSED  # not loaded yet
+    finally:
+        server.stop()
+
+
+def test_challenges_are_checked_sooner_when_run_dns_is_notified(team, settings):
+    settings.CERTHUB_DNS_RELOAD_INTERVAL = 0.25
+    settings.CERTHUB_DNS_NOTIFY = [("127.0.0.1", 8053)]
+    assert HostedZoneProvider(team).propagation_delay == NOTIFIED_DELAY < 0.25
+    settings.CERTHUB_DNS_NOTIFY = []
+    assert HostedZoneProvider(team).propagation_delay == 0.25
+
+
+def udp_exchange(server: DNSServer, wire: bytes) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(wire, server.address[:2])
+        return sock.recv(65535)
 
 
 def test_query_with_a_header_but_no_question_gets_formerr(dns_server):

@@ -1,0 +1,38 @@
+"""Announce zone changes to our DNS servers with DNS NOTIFY (RFC 1996).
+
+run_dns polls the database for changed serials every CERTHUB_DNS_RELOAD_INTERVAL; a NOTIFY
+makes it look at once. It is best effort, one UDP datagram a server with no retry: a lost one
+only means the change is served at the next poll.
+"""
+
+import logging
+import socket
+
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rdatatype
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+
+def notify_message(zone_name: str) -> bytes:
+    message = dns.message.make_query(zone_name.rstrip(".") + ".", dns.rdatatype.SOA)
+    message.set_opcode(dns.opcode.NOTIFY)
+    message.flags = dns.flags.AA | (message.flags & ~dns.flags.RD)  # RFC 1996 3.7: AA set
+    return message.to_wire()
+
+
+def zone_changed(zone_name: str) -> None:
+    """Send a NOTIFY for the zone to every server in CERTHUB_DNS_NOTIFY; never raise."""
+    if not settings.CERTHUB_DNS_NOTIFY:
+        return
+    wire = notify_message(zone_name)
+    for host, port in settings.CERTHUB_DNS_NOTIFY:
+        try:
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][0]
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.sendto(wire, (host, port))
+        except OSError as e:
+            log.debug("NOTIFY for %s to %s port %d not sent: %s", zone_name, host, port, e)
