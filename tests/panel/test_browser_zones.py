@@ -1,8 +1,8 @@
 """A person signs in with a real browser, adds a zone and a record, and sees them."""
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from dns_zones.models import Record
@@ -13,7 +13,21 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 def submit(driver, form) -> None:
     """Click the form's button and wait for the next page, so no element of the old one is used."""
     form.find_element(By.CSS_SELECTOR, "button").click()
-    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(form))
+    WebDriverWait(driver, 10).until(lambda _: is_gone(form))
+
+
+def is_gone(element) -> bool:
+    """True once the element's page has been replaced."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as e:
+        # Mid-navigation, chromedriver may report a node of the old page this way instead.
+        if "does not belong to the document" in (e.msg or ""):
+            return True
+        raise
+    return False
 
 
 def test_sign_in_add_zone_and_record_in_chromium(chromium, live_server, owner, plain_http_cookies):
