@@ -68,7 +68,7 @@ def issuance_start(*, certificate: Certificate) -> Issuance:
 
 def certificate_delete(*, certificate: Certificate) -> None:
     """Delete the certificate, its versions and open orders, removing any challenge records."""
-    from certificates.issuance import cleanup_challenge_records
+    from certificates.issuance import cleanup_challenge_records, relay_soon
     from distribution import outbox
     from distribution.models import OutboxEvent
 
@@ -77,7 +77,7 @@ def certificate_delete(*, certificate: Certificate) -> None:
     with transaction.atomic():
         outbox.record_event(kind=OutboxEvent.Kind.DELETED, certificate=certificate)
         certificate.delete()
-        transaction.on_commit(_relay_soon, robust=True)
+        transaction.on_commit(relay_soon, robust=True)
 
 
 def certificate_set_key_type(*, certificate: Certificate, key_type: Any) -> Certificate:
@@ -141,6 +141,7 @@ def custom_certificate_replace(*, certificate: Certificate, data: dict[str, Any]
 
 def _store_custom_version(certificate: Certificate, validated) -> None:
     from certificates import keys
+    from certificates.issuance import relay_soon
     from certificates.models import CertificateVersion
     from distribution import outbox
     from distribution.models import OutboxEvent
@@ -156,14 +157,7 @@ def _store_custom_version(certificate: Certificate, validated) -> None:
     certificate.renew_at = None
     certificate.save()
     outbox.record_event(kind=OutboxEvent.Kind.VERSION_CREATED, certificate=certificate, version=version)
-    transaction.on_commit(_relay_soon, robust=True)
-
-
-def _relay_soon() -> None:
-    """Ask a worker to relay the outbox now rather than at the next beat (which relays anyway)."""
-    from distribution.tasks import relay_outbox
-
-    relay_outbox.delay()
+    transaction.on_commit(relay_soon, robust=True)
 
 
 def names_outside_zones(certificate: Certificate) -> list[str]:

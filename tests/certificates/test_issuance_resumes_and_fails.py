@@ -10,8 +10,6 @@ from certificates import issuance as workflow
 from certificates import tasks
 from certificates.models import Certificate, Issuance
 from certificates.tasks import resume_issuances
-from distribution.models import OutboxEvent
-from distribution.tasks import relay_outbox
 from dns_zones import services as zone_services
 from dns_zones.models import Record
 from tests.certificates.conftest import wait_for_state
@@ -103,20 +101,6 @@ def test_names_the_ca_remembers_publish_nothing_and_are_checked_at_once(
 
     run_until(again, Issuance.Step.DONE)
     assert Certificate.objects.get(pk=again.certificate_id).state == Certificate.State.VERIFIED
-
-
-def test_the_worker_publishes_the_new_version_itself(api, owner, zones, dns_server, pebble, use_ca, monkeypatch):
-    use_ca(pebble)
-
-    def no_relay_task(*args, **kwargs):
-        raise AssertionError("the worker relays the event itself; no relay task is queued")
-
-    monkeypatch.setattr(relay_outbox, "delay", no_relay_task)
-    issuance = run_until(pending_issuance(api, ["pub.alpha.test"], name="published"), Issuance.Step.CLEANUP)
-
-    event = OutboxEvent.objects.get(certificate_id=issuance.certificate_id)
-    assert event.kind == OutboxEvent.Kind.VERSION_CREATED
-    assert event.published_at is not None
 
 
 @pytest.mark.parametrize("killed_at", [Issuance.Step.PUBLISH, Issuance.Step.POLL_ORDER])
