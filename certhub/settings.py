@@ -6,6 +6,7 @@ loudly with ImproperlyConfigured.
 """
 
 import hashlib
+import ipaddress
 import os
 from pathlib import Path
 
@@ -244,12 +245,22 @@ CERTHUB_NAMESERVERS = envlist("CERTHUB_NAMESERVERS", "ns1.certhub.test,ns2.certh
 CERTHUB_HOSTMASTER = envstr("CERTHUB_HOSTMASTER", "hostmaster.certhub.test")
 CERTHUB_DNS_DEFAULT_TTL = envint("CERTHUB_DNS_DEFAULT_TTL", 1800)
 CERTHUB_DNS_RELOAD_INTERVAL = float(envint("CERTHUB_DNS_RELOAD_INTERVAL_MS", 250)) / 1000
-# Where a zone change is announced (RFC 1996 NOTIFY), so run_dns reloads it at once instead of at
-# its next poll: every run_dns, as host:port (comma-separated; "none" to only poll). And whom
-# run_dns takes NOTIFY from.
-_notify = os.environ.get("CERTHUB_DNS_NOTIFY") or f"{CERTHUB_DNS_LISTEN[0]}:{CERTHUB_DNS_LISTEN[1]}"
-CERTHUB_DNS_NOTIFY = [] if _notify == "none" else [_hostport("CERTHUB_DNS_NOTIFY", v) for v in _notify.split(",")]
-CERTHUB_DNS_NOTIFY_FROM = envlist("CERTHUB_DNS_NOTIFY_FROM", "127.0.0.1,::1")
+# Where a zone change is announced (RFC 1996 NOTIFY, over UDP), so run_dns reloads it at once
+# instead of at its next poll: every run_dns, as host:port, comma-separated; "none" to only poll.
+# By default the one at CERTHUB_DNS_LISTEN when that is a loopback address (one machine).
+_notify = envlist("CERTHUB_DNS_NOTIFY", "")
+if not _notify and CERTHUB_DNS_LISTEN[0] in ("127.0.0.1", "::1", "localhost"):
+    _notify = [f"[{CERTHUB_DNS_LISTEN[0]}]:{CERTHUB_DNS_LISTEN[1]}"]
+CERTHUB_DNS_NOTIFY = (
+    [] if [v.lower() for v in _notify] == ["none"] else [_hostport("CERTHUB_DNS_NOTIFY", v) for v in _notify]
+)
+# Whom run_dns takes NOTIFY from: addresses or networks (your web and worker hosts).
+try:
+    CERTHUB_DNS_NOTIFY_FROM = [
+        ipaddress.ip_network(v, strict=False) for v in envlist("CERTHUB_DNS_NOTIFY_FROM", "127.0.0.1,::1")
+    ]
+except ValueError as e:
+    raise ImproperlyConfigured(f"CERTHUB_DNS_NOTIFY_FROM must list addresses or networks: {e}") from None
 
 # ACME (used by issuance).
 # The embedded default is the local Pebble of `make run` (manage.py run_pebble), whose TLS

@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.db import transaction
 
+from dns_zones import notify
 from dns_zones.models import Record, Zone
 
 
@@ -17,6 +19,18 @@ class ZoneAdmin(admin.ModelAdmin):
     list_filter = ["team"]
     readonly_fields = ["serial", "created_at", "updated_at"]
     inlines = [RecordInline]
+
+    # Deleting a zone changes no serial: announce it (once committed) so run_dns drops it now.
+    def delete_model(self, request, obj):
+        name = obj.name
+        super().delete_model(request, obj)
+        transaction.on_commit(lambda: notify.zone_changed(name), robust=True)
+
+    def delete_queryset(self, request, queryset):
+        names = list(queryset.values_list("name", flat=True))
+        super().delete_queryset(request, queryset)
+        for name in names:
+            transaction.on_commit(lambda name=name: notify.zone_changed(name), robust=True)
 
     def save_formset(self, request, form, formset, change):
         # Admin edits bypass the services: still tell the DNS server the zone changed.

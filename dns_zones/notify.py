@@ -15,6 +15,7 @@ import dns.rdatatype
 from django.conf import settings
 
 log = logging.getLogger(__name__)
+_warned = False
 
 
 def notify_message(zone_name: str) -> bytes:
@@ -28,11 +29,16 @@ def zone_changed(zone_name: str) -> None:
     """Send a NOTIFY for the zone to every server in CERTHUB_DNS_NOTIFY; never raise."""
     if not settings.CERTHUB_DNS_NOTIFY:
         return
+    global _warned
     wire = notify_message(zone_name)
     for host, port in settings.CERTHUB_DNS_NOTIFY:
         try:
-            family = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][0]
-            with socket.socket(family, socket.SOCK_DGRAM) as sock:
-                sock.sendto(wire, (host, port))
+            # Every address of the name (IPv4 and IPv6): which one the server listens on is unknown.
+            for family, _, _, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM):
+                with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                    sock.sendto(wire, address)
         except OSError as e:
-            log.debug("NOTIFY for %s to %s port %d not sent: %s", zone_name, host, port, e)
+            # Changes are still served at the next poll; say so once, not on every change.
+            if not _warned:
+                _warned = True
+                log.warning("DNS NOTIFY to %s port %d failed (changes wait for run_dns's poll): %s", host, port, e)

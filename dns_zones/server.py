@@ -53,6 +53,7 @@ MAX_CNAME_CHAIN = 8
 DEFAULT_CACHE_SIZE = 100_000
 DEFAULT_TCP_IDLE_TIMEOUT = 10.0
 MAX_TCP_CONNECTIONS = 200
+MIN_RELOAD_GAP = 0.005  # seconds between two reloads, however many NOTIFYs come
 HEADER = struct.Struct("!HHHHHH")
 LENGTH = struct.Struct("!H")
 
@@ -244,9 +245,10 @@ class DNSServer:
     ):
         self.listen = listen
         # Sources whose NOTIFY (RFC 1996) makes us reload at once: CertHub's own processes.
-        self.notify_from = frozenset(
-            ipaddress.ip_address(a) for a in (settings.CERTHUB_DNS_NOTIFY_FROM if notify_from is None else notify_from)
-        )
+        self.notify_from = [
+            ipaddress.ip_network(str(n), strict=False)
+            for n in (settings.CERTHUB_DNS_NOTIFY_FROM if notify_from is None else notify_from)
+        ]
         self.reload_interval = settings.CERTHUB_DNS_RELOAD_INTERVAL if reload_interval is None else reload_interval
         self.cache_size = cache_size
         self.tcp_idle_timeout = tcp_idle_timeout
@@ -394,8 +396,9 @@ class DNSServer:
                 failing = False
             self._first_attempt.set()
             # Until the next poll, or a NOTIFY; cleared before reloading, so a NOTIFY that comes
-            # during a reload brings another.
-            self._reload_now.wait(self.reload_interval)
+            # during a reload brings another. A burst of NOTIFYs reloads at most every MIN_RELOAD_GAP.
+            self._stopping.wait(MIN_RELOAD_GAP)
+            self._reload_now.wait(max(self.reload_interval - MIN_RELOAD_GAP, 0))
             self._reload_now.clear()
         self._close_db_connection()
 
@@ -517,7 +520,7 @@ class DNSServer:
             address = None
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             address = address.ipv4_mapped
-        allowed = address is not None and address in self.notify_from
+        allowed = address is not None and any(address in network for network in self.notify_from)
         if not allowed:
             return _header_only(data, dns.rcode.REFUSED)
         try:

@@ -36,12 +36,32 @@ def test_check_deploy_is_clean_for_production_settings():
         ({"CERTHUB_DNS_LISTEN": "nowhere"}, "CERTHUB_DNS_LISTEN must be host:port"),
         ({"SECRET_KEY": "", "DEBUG": "0"}, "SECRET_KEY is required"),
         ({"EMAIL_PORT": "twenty-five"}, "EMAIL_PORT must be an integer"),
+        ({"CERTHUB_DNS_NOTIFY": "dns.internal"}, "CERTHUB_DNS_NOTIFY must be host:port"),
+        ({"CERTHUB_DNS_NOTIFY_FROM": "10.0.0.0/33"}, "CERTHUB_DNS_NOTIFY_FROM must list addresses or networks"),
+        ({"CERTHUB_OUTBOX_RETENTION_DAYS": "0"}, "CERTHUB_OUTBOX_RETENTION_DAYS must be at least 1"),
     ],
 )
 def test_bad_settings_fail_loudly(env, message):
     result = run_manage("check", **env)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"CERTHUB_DNS_LISTEN": "127.0.0.1:8053"}, "[('127.0.0.1', 8053)]"),  # one machine: on
+        ({"CERTHUB_DNS_LISTEN": "0.0.0.0:53"}, "[]"),  # maybe elsewhere: say where
+        ({"CERTHUB_DNS_LISTEN": "127.0.0.1:8053", "CERTHUB_DNS_NOTIFY": " None "}, "[]"),
+        ({"CERTHUB_DNS_NOTIFY": "dns1:53, [2001:db8::53]:5353,"}, "[('dns1', 53), ('2001:db8::53', 5353)]"),
+    ],
+)
+def test_dns_notify_targets(env, expected):
+    result = run_manage(
+        "shell", "-c", "from django.conf import settings; print(settings.CERTHUB_DNS_NOTIFY)", DEBUG="1", **env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == expected
 
 
 @pytest.mark.django_db
