@@ -186,6 +186,8 @@ def step_download(issuance: Issuance, acme: AcmeSession) -> float:
             renewal.schedule_after_success(certificate, version, info)
             version.save()
             outbox.record_event(kind=OutboxEvent.Kind.VERSION_CREATED, certificate=certificate, version=version)
+            # Once per version: a step repeated after a worker died past this commit emails no one again.
+            transaction.on_commit(lambda: notifications.certificate_ready(certificate.pk), robust=True)
         certificate.current_version = version
         certificate.state = Certificate.State.VERIFIED
         certificate.last_error = ""
@@ -196,7 +198,6 @@ def step_download(issuance: Issuance, acme: AcmeSession) -> float:
                 "renewal_failure_notified",
             ]
         )  # fmt: skip
-        transaction.on_commit(lambda: notifications.certificate_ready(certificate.pk), robust=True)
         transaction.on_commit(relay_soon, robust=True)
     return _move(issuance, Step.CLEANUP)
 

@@ -103,6 +103,19 @@ def test_names_the_ca_remembers_publish_nothing_and_are_checked_at_once(
     assert Certificate.objects.get(pk=again.certificate_id).state == Certificate.State.VERIFIED
 
 
+def test_a_download_repeated_after_its_commit_emails_once(api, owner, zones, dns_server, pebble, use_ca, mailoutbox):
+    use_ca(pebble)
+    issuance = run_until(pending_issuance(api, ["mail.alpha.test"], name="mailed"), Issuance.Step.DOWNLOAD)
+    # The worker stored the version and committed, then died before saving the step.
+    workflow.step_download(issuance, workflow.accounts.session())
+    assert len(mailoutbox) == 1
+
+    issuance = run_until(Issuance.objects.get(pk=issuance.pk), Issuance.Step.DONE)  # download runs again
+
+    assert Certificate.objects.get(pk=issuance.certificate_id).versions.count() == 1
+    assert len(mailoutbox) == 1
+
+
 @pytest.mark.parametrize("killed_at", [Issuance.Step.PUBLISH, Issuance.Step.POLL_ORDER])
 def test_killed_worker_is_resumed_with_exactly_one_order(
     api, owner, zones, dns_server, pebble, use_ca, celery_worker, settings, killed_at
