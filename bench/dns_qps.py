@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from support import stop
+from support import knot_config, stop
 
 REPO = Path(__file__).resolve().parents[1]
 ZONE = "bench.test"
@@ -134,22 +134,6 @@ def dnsperf(label: str, port: int, queries: Path, seconds: int, *extra: str) -> 
     )
 
 
-def knot_config(scratch: Path, port: int, zone_file: Path) -> Path:
-    for directory in ("run", "storage"):
-        (scratch / directory).mkdir(exist_ok=True)
-    # Running as root: say so, or knotd would try to switch to its packaged "knot" user.
-    user = "    user: root:root\n" if os.geteuid() == 0 else ""
-    config = scratch / "knot.conf"
-    config.write_text(
-        f"server:\n    rundir: {scratch / 'run'}\n    listen: 127.0.0.1@{port}\n{user}"
-        f"database:\n    storage: {scratch / 'storage'}\n"
-        "log:\n  - target: stderr\n    any: warning\n"
-        f"zone:\n  - domain: {ZONE}\n    storage: {scratch / 'storage'}\n    file: {zone_file}\n"
-        "    zonefile-sync: -1\n    journal-content: none\n"
-    )
-    return config
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=10_000)
@@ -187,7 +171,7 @@ def main() -> None:
         zone_file = scratch / f"{ZONE}.zone"
         zone_file.write_text(render_zone_file(zone, list(zone.records.all())))
         knot_port = free_port()
-        config = knot_config(scratch, knot_port, zone_file)
+        config = knot_config(scratch, knot_port, ZONE, zone_file)
         knotd = subprocess.Popen(
             [KNOTD, "-c", str(config)], stdout=(scratch / "knotd.log").open("w"), stderr=subprocess.STDOUT
         )

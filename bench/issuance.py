@@ -50,7 +50,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from support import reset_stores, stop  # noqa: E402
+from support import knot_config, reset_stores, stop  # noqa: E402
 
 from acme_client.pebble import Pebble  # noqa: E402
 from certhub.ports import free_port  # noqa: E402
@@ -281,29 +281,16 @@ class CertHubClient:
 # lego.
 
 
-def knot_config(scratch: Path, port: int) -> Path:
-    """A knotd config serving lego.test from a zone file, dynamic updates allowed from 127.0.0.1."""
-    directory = scratch / "knot"
-    for sub in ("run", "storage"):
-        (directory / sub).mkdir(parents=True, exist_ok=True)
-    zone_file = directory / f"{LEGO_ZONE}.zone"
+def lego_zone_file(scratch: Path) -> Path:
+    """lego.test's zone file, for the knotd that lego updates."""
+    zone_file = scratch / "knot" / f"{LEGO_ZONE}.zone"
+    zone_file.parent.mkdir(parents=True, exist_ok=True)
     zone_file.write_text(
         f"$ORIGIN {LEGO_ZONE}.\n$TTL 60\n"
         f"@ SOA ns1.{LEGO_ZONE}. hostmaster.{LEGO_ZONE}. 1 3600 600 86400 60\n"
         f"@ NS ns1.{LEGO_ZONE}.\nns1 A {HOST}\n"
     )
-    # Running as root: say so, or knotd would try to switch to its packaged "knot" user.
-    user = "    user: root:root\n" if os.geteuid() == 0 else ""
-    config = directory / "knot.conf"
-    config.write_text(
-        f"server:\n    rundir: {directory / 'run'}\n    listen: {HOST}@{port}\n{user}"
-        f"database:\n    storage: {directory / 'storage'}\n"
-        "log:\n  - target: stderr\n    any: warning\n"
-        f"acl:\n  - id: local_update\n    address: {HOST}\n    action: update\n"
-        f"zone:\n  - domain: {LEGO_ZONE}\n    storage: {directory / 'storage'}\n    file: {zone_file}\n"
-        "    zonefile-sync: -1\n    acl: local_update\n"
-    )
-    return config
+    return zone_file
 
 
 def lego_issue(lego: str, pebble: Pebble, knot_port: int, scratch: Path, index: int) -> float | None:
@@ -597,7 +584,8 @@ def main() -> None:
 
         if not args.skip_lego:
             knot_port = free_port()
-            knotd = processes.start("knotd", [KNOTD, "-c", str(knot_config(scratch, knot_port))], dict(os.environ))
+            config = knot_config(scratch / "knot", knot_port, LEGO_ZONE, lego_zone_file(scratch), updates_from=HOST)
+            knotd = processes.start("knotd", [KNOTD, "-c", str(config)], dict(os.environ))
             wait_until(lambda: answers_soa(knot_port, LEGO_ZONE), "knotd", knotd)
             lego_pebble = Pebble.start(scratch / "pebble-lego", (HOST, knot_port), env=PEBBLE_ENV)
             pebbles.append(lego_pebble)

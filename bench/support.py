@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 
 def reset_stores(*, database: str, redis_url: str, host: str = "127.0.0.1") -> None:
@@ -35,3 +36,26 @@ def stop(process: subprocess.Popen, timeout: float = 15) -> None:
     if process.poll() is None:
         process.kill()
         process.wait()
+
+
+def knot_config(directory: Path, port: int, zone: str, zone_file: Path, *, updates_from: str = "") -> Path:
+    """Write a knotd config serving `zone` from `zone_file` on 127.0.0.1@port; return its path.
+
+    With `updates_from`, dynamic updates (RFC 2136) are allowed from that address.
+    """
+    for sub in ("run", "storage"):
+        (directory / sub).mkdir(parents=True, exist_ok=True)
+    # Running as root: say so, or knotd would try to switch to its packaged "knot" user.
+    user = "    user: root:root\n" if os.geteuid() == 0 else ""
+    acl = f"acl:\n  - id: updates\n    address: {updates_from}\n    action: update\n" if updates_from else ""
+    zone_options = "    acl: updates\n" if updates_from else "    journal-content: none\n"
+    config = directory / "knot.conf"
+    config.write_text(
+        f"server:\n    rundir: {directory / 'run'}\n    listen: 127.0.0.1@{port}\n{user}"
+        f"database:\n    storage: {directory / 'storage'}\n"
+        "log:\n  - target: stderr\n    any: warning\n"
+        f"{acl}"
+        f"zone:\n  - domain: {zone}\n    storage: {directory / 'storage'}\n    file: {zone_file}\n"
+        f"    zonefile-sync: -1\n{zone_options}"
+    )
+    return config
