@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from certhub.api_common import PageNumberLinksPagination, Unprocessable, request_team
 from certificates import services, validation
-from certificates.models import Certificate, Issuance
+from certificates.models import Certificate, Issuance, with_current_version
 from dns_zones.models import Zone
 from dns_zones.services import Invalid
 
@@ -71,14 +71,9 @@ class CertificateRequestSerializer(serializers.Serializer):
 def certificates_of(team):
     """The team's certificates with their current version and their latest issuance's progress."""
     latest = Issuance.objects.filter(certificate=OuterRef("pk")).order_by("-started_at")
-    return (
-        Certificate.objects.filter(team=team)
-        .select_related("current_version")
-        .defer("current_version__private_key_pem", "current_version__leaf_pem", "current_version__chain_pem")
-        .annotate(
-            latest_step=Subquery(latest.values("step")[:1]),
-            latest_attempts=Subquery(latest.values("attempts")[:1]),
-        )
+    return with_current_version(Certificate.objects.filter(team=team)).annotate(
+        latest_step=Subquery(latest.values("step")[:1]),
+        latest_attempts=Subquery(latest.values("attempts")[:1]),
     )
 
 

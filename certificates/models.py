@@ -133,3 +133,14 @@ class CertificateVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.certificate} #{self.serial}"
+
+
+# A version's PEMs: the key is decrypted on load, so queries that do not need them defer them.
+VERSION_PEM_FIELDS = ("private_key_pem", "leaf_pem", "chain_pem")
+
+
+def with_current_version(certificates: models.QuerySet) -> models.QuerySet:
+    """Certificates with their current version's facts joined in, without its PEMs."""
+    return certificates.select_related("current_version").defer(
+        *(f"current_version__{field}" for field in VERSION_PEM_FIELDS)
+    )

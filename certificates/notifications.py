@@ -9,14 +9,14 @@ from django.core.mail import send_mail
 from django.db.models import F
 from django.utils import timezone
 
-from certificates.models import Certificate, CertificateVersion
+from certificates.models import Certificate, CertificateVersion, with_current_version
 
 log = logging.getLogger(__name__)
 
 
 def _recipients(certificate: Certificate) -> list[str]:
     users = get_user_model().objects.filter(membership__team=certificate.team_id, is_active=True)
-    return sorted({u.email for u in users if u.email})
+    return sorted(set(users.exclude(email="").values_list("email", flat=True)))
 
 
 def _send(certificate: Certificate, subject: str, body: str) -> None:
@@ -30,7 +30,7 @@ def _send(certificate: Certificate, subject: str, body: str) -> None:
 
 
 def certificate_ready(certificate_id) -> None:
-    certificate = Certificate.objects.select_related("current_version").filter(pk=certificate_id).first()
+    certificate = with_current_version(Certificate.objects).filter(pk=certificate_id).first()
     if certificate is None or certificate.current_version is None:
         return
     version = certificate.current_version

@@ -15,7 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from acme_client.protocol import AcmeError, RenewalInfo
-from certificates.models import Certificate, CertificateVersion, Issuance
+from certificates.models import Certificate, CertificateVersion, Issuance, with_current_version
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def renewal_claim(certificate_id, *, now: datetime, start_at: datetime | None = 
             claim = claim.filter(renew_at__lte=now)
         if not claim.update(renew_at=None):
             return None
-        certificate = Certificate.objects.select_related("current_version").get(pk=certificate_id)
+        certificate = with_current_version(Certificate.objects).get(pk=certificate_id)
         start_at = start_at or now
         issuance = Issuance.objects.create(
             certificate=certificate, dns_names=certificate.dns_names, key_type=certificate.key_type,
@@ -100,7 +100,7 @@ def schedule_after_success(certificate: Certificate, version: CertificateVersion
 def schedule_after_failure(certificate_id) -> None:
     """A renewal failed for good: try again later, within the remaining lifetime."""
     now = timezone.now()
-    certificate = Certificate.objects.select_related("current_version").filter(pk=certificate_id).first()
+    certificate = with_current_version(Certificate.objects).filter(pk=certificate_id).first()
     if certificate is None or certificate.current_version is None:
         return  # a first issuance that failed stays in error until the customer acts
     latest = certificate.current_version.not_after - timedelta(hours=1)
@@ -115,7 +115,11 @@ def ari_refresh(acme, *, now: datetime | None = None, batch: int = 500) -> int:
     """Re-read ACME Renewal Information for current versions whose Retry-After has passed."""
     now = now or timezone.now()
     refreshed = 0
-    versions = CertificateVersion.objects.filter(ari_retry_at__lte=now).select_related("certificate")[:batch]
+    versions = (
+        CertificateVersion.objects.filter(ari_retry_at__lte=now)
+        .select_related("certificate")
+        .defer("private_key_pem", "chain_pem")[:batch]
+    )
     for version in versions:
         certificate = version.certificate
         if certificate.current_version_id != version.pk or certificate.renew_at is None:

@@ -3,7 +3,7 @@
 from typing import Any
 
 from certhub.models import Team
-from certhub.names import NameError_, is_ip_literal, is_public_suffix, parents, to_ascii
+from certhub.names import NameError_, is_hostname_label, is_ip_literal, is_public_suffix, parents, to_ascii
 from dns_zones.models import Zone
 from dns_zones.services import Invalid
 
@@ -29,7 +29,7 @@ def normalize_dns_name(raw: Any) -> str:
     for label in base.split("."):
         if "_" in label:
             raise NameError_("underscores are not allowed in certificate names")
-        if label.startswith("-") or label.endswith("-") or not all(c.isalnum() or c == "-" for c in label):
+        if not is_hostname_label(label):
             raise NameError_(f"label {label!r} may hold only letters, digits and inner hyphens")
     if is_public_suffix(base):
         raise NameError_("is a public suffix, which no one can hold a certificate for")

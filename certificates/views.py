@@ -29,10 +29,7 @@ def certificate_list(request):
         try:
             certificate = services.certificate_request(team=request.team, data=data)
         except Invalid as e:
-            for field, reasons in e.errors.items():
-                target = {"dns_names": None, "name": "name", "key_type": "key_type"}.get(field)
-                for reason in reasons:
-                    form.add_error(target, f"{field}: {reason}" if target is None else reason)
+            _add_invalid(form, e)
         else:
             messages.success(request, f"Certificate {certificate.name} requested.")
             return redirect("certificates:certificate_detail", certificate_id=certificate.pk)
