@@ -1,7 +1,6 @@
 from django.contrib import admin
-from django.db import transaction
 
-from dns_zones import notify
+from dns_zones import notify, services
 from dns_zones.models import Record, Zone
 
 
@@ -22,15 +21,13 @@ class ZoneAdmin(admin.ModelAdmin):
 
     # Deleting a zone changes no serial: announce it (once committed) so run_dns drops it now.
     def delete_model(self, request, obj):
-        name = obj.name
-        super().delete_model(request, obj)
-        transaction.on_commit(lambda: notify.zone_changed(name), robust=True)
+        services.zone_delete(zone=obj)
 
     def delete_queryset(self, request, queryset):
         names = list(queryset.values_list("name", flat=True))
         super().delete_queryset(request, queryset)
         for name in names:
-            transaction.on_commit(lambda name=name: notify.zone_changed(name), robust=True)
+            notify.zone_changed_on_commit(name)
 
     def save_formset(self, request, form, formset, change):
         # Admin edits bypass the services: still tell the DNS server the zone changed.
@@ -53,3 +50,9 @@ class RecordAdmin(admin.ModelAdmin):
         zone = obj.zone
         super().delete_model(request, obj)
         zone.bump_serial()
+
+    def delete_queryset(self, request, queryset):
+        zones = list(Zone.objects.filter(pk__in=queryset.values("zone_id")))
+        super().delete_queryset(request, queryset)
+        for zone in zones:
+            zone.bump_serial()

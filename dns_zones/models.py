@@ -2,7 +2,7 @@
 
 import time
 
-from django.db import models, transaction
+from django.db import models
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -40,12 +40,15 @@ class Zone(models.Model):
         now = int(time.time())
         Zone.objects.filter(pk=self.pk).update(serial=Greatest(F("serial") + 1, now), updated_at=timezone.now())
         # Once committed (with the records changed in the same transaction), tell run_dns.
-        name = self.name
-        transaction.on_commit(lambda: notify.zone_changed(name), robust=True)
+        notify.zone_changed_on_commit(self.name)
 
     def absolute(self, relative: str) -> str:
         """The fully qualified name (no trailing dot) of a record name relative to this zone."""
         return self.name if relative == "@" else f"{relative}.{self.name}"
+
+    def relative(self, absolute: str) -> str:
+        """A name inside this zone (no trailing dot) relative to it: "@" for the apex."""
+        return absolute[: -len(self.name)].rstrip(".") or "@"
 
 
 class Record(models.Model):

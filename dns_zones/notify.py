@@ -13,6 +13,7 @@ import dns.message
 import dns.opcode
 import dns.rdatatype
 from django.conf import settings
+from django.db import transaction
 
 log = logging.getLogger(__name__)
 _warned = False
@@ -23,6 +24,11 @@ def notify_message(zone_name: str) -> bytes:
     message.set_opcode(dns.opcode.NOTIFY)
     message.flags = dns.flags.AA | (message.flags & ~dns.flags.RD)  # RFC 1996 3.7: AA set
     return message.to_wire()
+
+
+def zone_changed_on_commit(zone_name: str) -> None:
+    """Send the NOTIFY once the caller's transaction commits (at once outside one)."""
+    transaction.on_commit(lambda: zone_changed(zone_name), robust=True)
 
 
 def zone_changed(zone_name: str) -> None:

@@ -341,14 +341,14 @@ class DNSServer:
     def reload(self) -> bool:
         """Rebuild the zones whose serial changed and drop deleted ones; True if anything changed."""
         started = time.monotonic()
-        rows = list(Zone.objects.values_list("id", "name", "serial"))
+        rows = list(Zone.objects.values_list("id", "serial"))
         old = self._snapshot
-        changed = [pk for pk, _, serial in rows if pk not in old.by_id or old.by_id[pk].serial != serial]
+        changed = [pk for pk, serial in rows if pk not in old.by_id or old.by_id[pk].serial != serial]
         if not changed and len(rows) == len(old.by_id):
             return False
         loaded = self._load_zones(changed)
         by_id = {}
-        for pk, _, _ in rows:
+        for pk, _ in rows:
             zone = loaded.get(pk) or old.by_id.get(pk)
             if zone is not None:  # None: deleted between our two queries
                 by_id[pk] = zone

@@ -14,7 +14,6 @@ from dns_zones.models import Record, Zone
 MIN_TTL = 30
 MAX_TTL = 2_147_483_647
 MAX_TXT_BYTES = 4000
-HOSTNAME_TYPES = {Record.Type.CNAME, Record.Type.NS, Record.Type.MX, Record.Type.SRV}
 CAA_TAGS = ("issue", "issuewild", "iodef")
 # Fields each type uses; others must be absent or null.
 TYPE_FIELDS = {
@@ -73,7 +72,7 @@ def zone_create(*, team: Team, name: Any, ip_address: Any = None) -> Zone:
                 Record.objects.create(zone=zone, type=Record.Type.NS, name="@", data=ns + ".", ttl=ttl)
             if ip_address not in (None, ""):
                 Record.objects.create(zone=zone, type=Record.Type.A, name="@", data=str(address), ttl=ttl)
-            transaction.on_commit(lambda: notify.zone_changed(zone_name), robust=True)
+            notify.zone_changed_on_commit(zone_name)
     except IntegrityError:
         raise Invalid({"name": [NAME_TAKEN]}) from None
     return zone
@@ -82,7 +81,7 @@ def zone_create(*, team: Team, name: Any, ip_address: Any = None) -> Zone:
 def zone_delete(*, zone: Zone) -> None:
     with transaction.atomic():
         zone.delete()
-        transaction.on_commit(lambda: notify.zone_changed(zone.name), robust=True)
+        notify.zone_changed_on_commit(zone.name)
 
 
 def _relative_name(zone: Zone, raw: Any) -> str:
@@ -99,7 +98,7 @@ def _relative_name(zone: Zone, raw: Any) -> str:
     if absolute:
         if not is_within(ascii_name, zone.name):
             raise Invalid({"name": [f"must be inside the zone {zone.name}"]})
-        relative = ascii_name[: -len(zone.name)].rstrip(".") or "@"
+        relative = zone.relative(ascii_name)
     else:
         relative = ascii_name
         if len(zone.absolute(relative)) > 253:
@@ -109,7 +108,7 @@ def _relative_name(zone: Zone, raw: Any) -> str:
         for index, label in enumerate(labels):
             if label == "*" and index == 0:
                 continue
-            if not all(c.isalnum() or c in "-_" for c in label) or not label.isascii():
+            if not all(c.isalnum() or c in "-_" for c in label):
                 raise Invalid({"name": [f"label {label!r} may hold only letters, digits, - and _"]})
     return relative
 
@@ -245,12 +244,11 @@ def _check_coexistence(zone: Zone, record: dict[str, Any], instance: Record | No
 
 @transaction.atomic
 def record_create(*, zone: Zone, data: dict[str, Any]) -> Record:
-    # Lock the zone so two writers cannot both pass the coexistence checks.
-    Zone.objects.select_for_update().get(pk=zone.pk)
-    fields = clean_record(zone, data)
-    record = Record.objects.create(zone=zone, **fields)
+    # Bumping first locks the zone row, so two writers cannot both pass the coexistence checks;
+    # an invalid record rolls the bump back.
     zone.bump_serial()
-    return record
+    fields = clean_record(zone, data)
+    return Record.objects.create(zone=zone, **fields)
 
 
 @transaction.atomic
@@ -275,7 +273,7 @@ def record_delete(*, record: Record) -> None:
 
 def txt_present(*, zone: Zone, name: str, value: str, ttl: int = 60) -> None:
     """Add a TXT value at an absolute name unless it is there already (for ACME challenges)."""
-    relative = name[: -len(zone.name)].rstrip(".") or "@"
+    relative = zone.relative(name)
     with transaction.atomic():
         # Bumping first takes the zone's row lock, so a retried present cannot add a twin. On
         # hot paths (every ACME challenge) this is three statements in all.
@@ -287,7 +285,7 @@ def txt_present(*, zone: Zone, name: str, value: str, ttl: int = 60) -> None:
 
 def txt_cleanup(*, zone: Zone, name: str, value: str) -> None:
     """Remove a TXT value at an absolute name; nothing to do if it is gone already."""
-    relative = name[: -len(zone.name)].rstrip(".") or "@"
+    relative = zone.relative(name)
     with transaction.atomic():
         zone.bump_serial()  # takes the zone's row lock; a no-op cleanup just costs a reload
         Record.objects.filter(zone=zone, type=Record.Type.TXT, name=relative, data=value).delete()

@@ -23,10 +23,12 @@ import dns.rcode
 import dns.rdatatype
 import dns.update
 import pytest
+from django.contrib import admin
 from django.db import connection
 
 from certhub.ports import free_port
 from dns_zones import notify, services
+from dns_zones.admin import RecordAdmin
 from dns_zones.models import Record, Zone
 from dns_zones.server import DNSServer
 
@@ -298,6 +300,17 @@ def test_wildcard_cname_is_synthesised_and_chased(dns_server, zone):
     response = ask(dns_server, "foo.alias.example.test")
     assert response.answer[0].name.to_text() == "foo.alias.example.test."
     assert rdatas(response) == ["192.0.2.1"]
+
+
+def test_records_deleted_in_bulk_from_the_admin_stop_being_served(dns_server, zone):
+    add(zone, type="A", name="gone", data="192.0.2.9")
+    wait_until_served(dns_server, zone)
+    assert rdatas(ask(dns_server, "gone.example.test")) == ["192.0.2.9"]
+
+    RecordAdmin(Record, admin.site).delete_queryset(None, Record.objects.filter(zone=zone, name="gone"))
+
+    wait_until_served(dns_server, zone)  # the serial moved, so the server reloads
+    assert ask(dns_server, "gone.example.test").rcode() == dns.rcode.NXDOMAIN
 
 
 # Delegation.
