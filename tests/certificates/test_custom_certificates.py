@@ -42,8 +42,9 @@ def assert_refused(r, field: str, code: str, *secrets: str):
     body = r.json()
     assert body["id"] == "unprocessable_entity" and body["error_code"] == code
     assert field in body["errors"] and body["message"].startswith(f"{field}: ")
-    for secret in secrets:  # the input is never echoed back
-        assert secret.strip().splitlines()[1] not in r.content.decode()
+    for secret in secrets:  # the input is never echoed back (a line of it, where it has several)
+        lines = secret.strip().splitlines()
+        assert (lines[1] if len(lines) > 2 else secret.strip()) not in r.content.decode()
     assert not Certificate.objects.exists() and not CertificateVersion.objects.exists()
 
 
@@ -156,7 +157,7 @@ def test_bad_uploads_are_refused_with_a_code_and_nothing_stored(api, pki, make, 
     elif make == "oversized_field":
         leaf_pem = leaf.pem * 120  # over 64 KB
     r = upload(api, leaf_pem, chain, key_pem=key_pem)
-    assert_refused(r, field, code, leaf.key_pem)
+    assert_refused(r, field, code, *([key_pem] if key_pem.strip() else []))
 
 
 def test_self_signed_is_accepted_when_meant_to_be_untrusted(api, pki):
