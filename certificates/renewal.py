@@ -36,7 +36,7 @@ def ari_renewal_time(info: RenewalInfo, *, now: datetime) -> datetime:
 def renewal_claim(certificate_id, *, now: datetime, start_at: datetime | None = None, reason: str = "renew",
                   due_only: bool = True) -> Issuance | None:  # fmt: skip
     """Claim a certificate for renewal and open its issuance; None if it is not claimable."""
-    from certificates.tasks import LONGEST_COUNTDOWN, advance_issuance
+    from certificates.services import issuance_start
 
     with transaction.atomic():
         claim = Certificate.objects.filter(
@@ -47,17 +47,8 @@ def renewal_claim(certificate_id, *, now: datetime, start_at: datetime | None = 
         if not claim.update(renew_at=None):
             return None
         certificate = with_current_version(Certificate.objects).get(pk=certificate_id)
-        start_at = start_at or now
-        issuance = Issuance.objects.create(
-            certificate=certificate, dns_names=certificate.dns_names, key_type=certificate.key_type,
-            reason=reason, next_attempt_at=start_at, started_at=start_at,
-            replaces=certificate.current_version.ari_id if certificate.current_version else "",
-        )  # fmt: skip
-        countdown = (start_at - now).total_seconds()
-        if countdown <= LONGEST_COUNTDOWN:
-            # Later starts are picked up by the resume sweep when their time comes.
-            transaction.on_commit(lambda: advance_issuance.apply_async((issuance.pk,), countdown=countdown or None))
-    return issuance
+        replaces = certificate.current_version.ari_id if certificate.current_version else ""
+        return issuance_start(certificate=certificate, reason=reason, replaces=replaces, now=now, start_at=start_at)
 
 
 def renewal_sweep(*, now: datetime | None = None) -> int:

@@ -1,8 +1,10 @@
 """Certificate requests and deletions."""
 
+from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from certhub.models import Team
 from certificates import validation
@@ -22,6 +24,15 @@ def _clean_name(raw: Any) -> str:
     return name
 
 
+NAME_TAKEN = "your team already has a certificate with this name"
+
+
+def _clean_key_type(key_type: Any) -> str:
+    if key_type not in KeyType.values:
+        raise Invalid({"key_type": [f"must be one of {', '.join(KeyType.values)}"]})
+    return key_type
+
+
 def certificate_request(*, team: Team, data: dict[str, Any]) -> Certificate:
     """Validate a Let's Encrypt request, store it as pending and queue its issuance."""
     name = _clean_name(data.get("name"))
@@ -33,14 +44,12 @@ def certificate_request(*, team: Team, data: dict[str, Any]) -> Certificate:
     for field in LETS_ENCRYPT_UNUSED:
         if data.get(field) not in (None, "", False):
             raise Invalid({field: ["is not used by lets_encrypt certificates; leave it out"]})
-    key_type = data.get("key_type") or KeyType.ECDSA_P256
-    if key_type not in KeyType.values:
-        raise Invalid({"key_type": [f"must be one of {', '.join(KeyType.values)}"]})
+    key_type = _clean_key_type(data.get("key_type") or KeyType.ECDSA_P256)
     names = validation.clean_dns_names(data.get("dns_names"))
     validation.check_names_hosted(team, names)
     key = validation.names_key(names)
     if Certificate.objects.filter(team=team, name=name).exists():
-        raise Invalid({"name": ["your team already has a certificate with this name"]})
+        raise Invalid({"name": [NAME_TAKEN]})
     duplicate = Certificate.objects.filter(team=team, names_key=key, state__in=LIVE_STATES).first()
     if duplicate is not None:
         raise Invalid({"dns_names": [f"your certificate {duplicate.name!r} already covers exactly these names"]})
@@ -51,18 +60,34 @@ def certificate_request(*, team: Team, data: dict[str, Any]) -> Certificate:
             )
             issuance_start(certificate=certificate)
     except IntegrityError:
-        raise Invalid({"name": ["your team already has a certificate with this name"]}) from None
+        raise Invalid({"name": [NAME_TAKEN]}) from None
     return certificate
 
 
-def issuance_start(*, certificate: Certificate) -> Issuance:
-    """Open an issuance for the certificate's next version and queue its first step on commit."""
-    from certificates.tasks import advance_issuance
+def issuance_start(
+    *,
+    certificate: Certificate,
+    reason: str = "issue",
+    replaces: str = "",
+    now: datetime | None = None,
+    start_at: datetime | None = None,
+) -> Issuance:
+    """Open an issuance for the certificate's next version, due at start_at (default now).
 
+    Its first step is queued on commit; a start further off than a task countdown may wait is
+    left to the resume sweep.
+    """
+    from certificates.tasks import LONGEST_COUNTDOWN, advance_issuance
+
+    now = now or timezone.now()
+    start_at = start_at or now
     issuance = Issuance.objects.create(
-        certificate=certificate, dns_names=certificate.dns_names, key_type=certificate.key_type
-    )
-    transaction.on_commit(lambda: advance_issuance.delay(issuance.pk))
+        certificate=certificate, dns_names=certificate.dns_names, key_type=certificate.key_type,
+        reason=reason, replaces=replaces, next_attempt_at=start_at, started_at=start_at,
+    )  # fmt: skip
+    countdown = (start_at - now).total_seconds()
+    if countdown <= LONGEST_COUNTDOWN:
+        transaction.on_commit(lambda: advance_issuance.apply_async((issuance.pk,), countdown=countdown or None))
     return issuance
 
 
@@ -84,8 +109,7 @@ def certificate_set_key_type(*, certificate: Certificate, key_type: Any) -> Cert
     """Change the key type; it takes effect at the next renewal."""
     if certificate.type != Certificate.Type.LETS_ENCRYPT:
         raise Invalid({"key_type": ["only Let's Encrypt certificates get new keys from us"]})
-    if key_type not in KeyType.values:
-        raise Invalid({"key_type": [f"must be one of {', '.join(KeyType.values)}"]})
+    key_type = _clean_key_type(key_type)
     Certificate.objects.filter(pk=certificate.pk).update(key_type=key_type)
     certificate.key_type = key_type
     return certificate
@@ -109,15 +133,18 @@ def custom_certificate_upload(*, team: Team, name: str, data: dict[str, Any]) ->
     if data.get("dns_names") not in (None, [], ""):
         raise Invalid({"dns_names": ["comes from the certificate itself; leave it out"]})
     validated = validate_custom(data)
-    with transaction.atomic():
-        if Certificate.objects.filter(team=team, name=name).exists():
-            raise Invalid({"name": ["your team already has a certificate with this name"]})
-        certificate = Certificate.objects.create(
-            team=team, name=name, type=Certificate.Type.CUSTOM, dns_names=validated.dns_names,
-            names_key=validation.names_key(validated.dns_names), key_type=validated.key_type,
-            state=Certificate.State.VERIFIED,
-        )  # fmt: skip
-        _store_custom_version(certificate, validated)
+    if Certificate.objects.filter(team=team, name=name).exists():
+        raise Invalid({"name": [NAME_TAKEN]})
+    try:
+        with transaction.atomic():
+            certificate = Certificate.objects.create(
+                team=team, name=name, type=Certificate.Type.CUSTOM, dns_names=validated.dns_names,
+                names_key=validation.names_key(validated.dns_names), key_type=validated.key_type,
+                state=Certificate.State.VERIFIED,
+            )  # fmt: skip
+            _store_custom_version(certificate, validated)
+    except IntegrityError:  # the same name created meanwhile
+        raise Invalid({"name": [NAME_TAKEN]}) from None
     return certificate
 
 

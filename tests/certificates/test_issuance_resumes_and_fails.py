@@ -21,7 +21,7 @@ def pending_issuance(api, dns_names, name: str = "resumed") -> Issuance:
     # on_commit runs for real in transactional tests, so the first task itself is held back:
     # the test plays the worker until the "kill".
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tasks.advance_issuance, "delay", lambda *args, **kwargs: None)
+        patch.setattr(tasks.advance_issuance, "apply_async", lambda *args, **kwargs: None)
         r = api.post("/v2/certificates", {"name": name, "type": "lets_encrypt", "dns_names": dns_names}, format="json")
     assert r.status_code == 201, r.content
     return Issuance.objects.get(certificate_id=r.json()["certificate"]["id"])
