@@ -4,6 +4,7 @@ pebble-challtestsrv keeps these tests independent of CertHub's own DNS server: t
 challenge TXT records through its management API. Each Pebble variant starts once per session.
 """
 
+import base64
 import json
 import socket
 import subprocess
@@ -144,6 +145,7 @@ class StubCA:
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.routes: dict[tuple[str, str], tuple[int, dict[str, str], bytes]] = {}
         self.requests: list[tuple[str, str]] = []
+        self.payloads: dict[tuple[str, str], dict] = {}  # the last JWS payload POSTed to each route
         self.nonce = 0
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
@@ -161,7 +163,11 @@ class StubCA:
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 stub.requests.append((self.command, self.path))
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.command == "POST" and body:
+                    payload = json.loads(body).get("payload", "")
+                    decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)) if payload else b""
+                    stub.payloads[(self.command, self.path)] = json.loads(decoded) if decoded else {}
                 status, headers, body = stub.routes.get((self.command, self.path), (404, {}, b""))
                 self.send_response(status)
                 stub.nonce += 1

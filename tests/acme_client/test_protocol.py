@@ -304,8 +304,20 @@ def test_renewal_info_returns_the_suggested_window(stub_ca):
     assert (info.explanation_url, info.retry_after) == ("https://ca.example/incident/1", 21600)
 
 
-def test_new_order_can_name_the_certificate_it_replaces(pebble, acme, challtestsrv):
+def test_new_order_can_name_the_certificate_it_replaces(pebble, acme, challtestsrv, stub_ca):
     chain, _ = issue(acme, challtestsrv, ["replaced.example.test"])
     old = x509.load_pem_x509_certificates(chain.encode())[0]
+    # Pebble 2.4 takes the field (it knows no ARI, so it cannot check it) ...
     order = acme.new_order(["replaced.example.test"], replaces=ari_certificate_id(old))
     assert order.status in {"pending", "ready"}
+    # ... and the stub shows what went on the wire: the id, in the newOrder payload.
+    stub_ca.route(
+        "POST", "/order", status=201, headers={"Location": f"{stub_ca.url}/order/1"},
+        body={"status": "pending", "identifiers": [{"type": "dns", "value": "replaced.example.test"}],
+              "authorizations": [], "finalize": f"{stub_ca.url}/order/1/finalize"},
+    )  # fmt: skip
+    session = AcmeSession(f"{stub_ca.url}/dir", account_key(), account_url=f"{stub_ca.url}/acct/1")
+    session.new_order(["replaced.example.test"], replaces=ari_certificate_id(old))
+    assert stub_ca.payloads[("POST", "/order")]["replaces"] == ari_certificate_id(old)
+    session.new_order(["replaced.example.test"])
+    assert "replaces" not in stub_ca.payloads[("POST", "/order")]
