@@ -3,23 +3,46 @@ SHELL := /bin/bash
 PYTHON_VERSION := $(shell cat .python-version)
 VENV := .venv
 PY := $(VENV)/bin/python
-# Debian packages: mysqlclient's build needs, the ACME test CA, DNS tools and a browser for tests.
-RUN_PACKAGES := pkg-config libmariadb-dev build-essential pebble
+# Debian packages: the venv module and headers for the stock python3, mysqlclient's build needs,
+# the ACME test CA, the load balancer and CDN edge nodes, DNS tools and a browser for tests.
+RUN_PACKAGES := python3-venv python3-dev pkg-config libmariadb-dev build-essential pebble haproxy nginx
 TEST_PACKAGES := $(RUN_PACKAGES) knot knot-dnsutils dnsperf chromium chromium-driver mariadb-server redis-server
 TEST_DATABASE_URL ?= mysql://root@127.0.0.1:3306/certhub
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test lint system-packages system-packages-test services
+.PHONY: run test lint system-packages system-packages-test services FORCE
 
-# The pinned interpreter: pyenv's build when present, else python3.12 from PATH.
-PYTHON_BIN := $(firstword $(wildcard $(HOME)/.pyenv/versions/$(PYTHON_VERSION)/bin/python3) $(shell command -v python$(basename $(PYTHON_VERSION)) 2>/dev/null))
+# Supported interpreters: 3.11 (the code uses datetime.UTC and typing.Self) up to 3.13 (Django 5.2's newest).
+SUPPORTED_PYTHONS := 3.11, 3.12 or 3.13
+PY_SUPPORTED := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))
+# The interpreter: pyenv's pinned build when present, else python3.12 from PATH, else python3 when
+# supported (stock Debian 12 and 13); `make run PYTHON=/path/to/python` overrides. The real path
+# is printed, not a pyenv shim's.
+FIND_PYTHON := for p in $(HOME)/.pyenv/versions/$(PYTHON_VERSION)/bin/python3 python3.12 python3; do \
+	"$$p" -c '$(PY_SUPPORTED)' 2>/dev/null && { "$$p" -c 'import sys; print(sys.executable)'; break; }; done
+ifeq ($(origin PYTHON),undefined)
+# Looked for again while not found: on a minimal Debian, system-packages installs python3 first.
+PYTHON = $(or $(FOUND_PYTHON),$(eval FOUND_PYTHON := $(shell $(FIND_PYTHON)))$(FOUND_PYTHON))
+endif
+
+# A venv belongs to one interpreter: rebuild it when its base (prefix and X.Y) is not PYTHON's.
+PY_IDENTITY := import sys; print(sys.base_prefix, "%d.%d" % sys.version_info[:2])
+PYTHON_IDENTITY := $(shell "$(PYTHON)" -c '$(PY_IDENTITY)' 2>/dev/null)
+VENV_IDENTITY := $(shell "$(PY)" -c '$(PY_IDENTITY)' 2>/dev/null)
+ifneq ($(PYTHON_IDENTITY),$(VENV_IDENTITY))
+$(VENV)/.installed: FORCE
+endif
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt .python-version
-	@test -n "$(PYTHON_BIN)" || { echo "Python $(PYTHON_VERSION) not found (pyenv install $(PYTHON_VERSION))"; exit 1; }
-	$(PYTHON_BIN) -m venv $(VENV)
+	@test -n "$(PYTHON)" || { echo "No Python $(SUPPORTED_PYTHONS) found: pyenv install $(PYTHON_VERSION)," \
+	  "apt-get install python3 python3-venv, or make PYTHON=/path/to/python3.X" >&2; exit 1; }
+	@"$(PYTHON)" -c '$(PY_SUPPORTED)' || { echo "PYTHON=$(PYTHON) is not Python $(SUPPORTED_PYTHONS)" >&2; exit 1; }
+	"$(PYTHON)" -m venv --clear $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
+
+FORCE:
 
 system-packages:
 	@missing=$$(for p in $(RUN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -33,7 +56,7 @@ run: system-packages $(VENV)/.installed
 	mkdir -p var/broker/processed
 	DEBUG=1 $(PY) manage.py migrate --noinput
 	DEBUG=1 $(PY) manage.py setup_demo
-	DEBUG=1 PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/honcho start -f Procfile.embedded
+	DEBUG=1 PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/honcho start -f Procfile.embedded
 
 test: system-packages-test $(VENV)/.installed
 	DEBUG=0 SECRET_KEY=test-only-secret-key-not-for-production-use-0123456789 \

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from certhub.models import ApiToken, Membership, Team
+from certhub.models import ApiToken, Membership, OutboxEvent, Team
 
 
 class MembershipInline(admin.TabularInline):
@@ -34,3 +34,30 @@ class ApiTokenAdmin(admin.ModelAdmin):
 class MembershipAdmin(admin.ModelAdmin):
     list_display = ["user", "team", "created_at"]
     autocomplete_fields = ["user", "team"]
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(admin.ModelAdmin):
+    list_display = ["seq", "stream", "kind", "team_id", "subject_id", "created_at", "published_at", "handled_at"]
+    list_filter = [
+        "stream",
+        "kind",
+        ("published_at", admin.EmptyFieldListFilter),
+        ("handled_at", admin.EmptyFieldListFilter),
+    ]
+    search_fields = ["=event_id", "=subject_id"]
+    fields = [
+        "seq", "event_id", "stream", "kind", "team_id", "subject_id", "payload", "created_at", "published_at",
+        "handled_at",
+    ]  # fmt: skip
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A deleted unpublished event would never reach the consumers.
+        return False

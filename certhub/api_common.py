@@ -199,3 +199,18 @@ class PageNumberLinksPagination(PageNumberPagination):
 def request_team(request) -> Team:
     """The team of the authenticated API token."""
     return request.auth.team
+
+
+def json_object(request) -> dict:
+    """The request body as a JSON object (an empty body reads as {}), or a 422."""
+    data = request.data
+    if data in (None, "") or (hasattr(data, "dict") and not data):
+        return {}
+    if not isinstance(data, dict):
+        raise Unprocessable({"": ["the request body must be a JSON object"]})
+    return data
+
+
+def timestamp(value) -> str | None:
+    """An aware datetime as DigitalOcean writes it: ISO 8601 in UTC with a Z."""
+    return value.isoformat().replace("+00:00", "Z") if value else None

@@ -1,7 +1,8 @@
-"""Tenancy: teams, their members and their API tokens."""
+"""Tenancy (teams, their members and their API tokens) and the outbox every app records events in."""
 
 import hashlib
 import secrets
+import uuid
 
 from django.conf import settings
 from django.db import models
@@ -86,3 +87,37 @@ class ApiToken(models.Model):
             return
         ApiToken.objects.filter(pk=self.pk).update(last_used_at=now)
         self.last_used_at = now
+
+
+class OutboxEvent(models.Model):
+    """One event about a change, written in the same transaction as the change (the outbox).
+
+    Model-agnostic: the app that owns the change builds the payload and names the `stream` (the
+    Redis Stream it is relayed to) and the `subject_id` (the id of what changed). `seq`, the
+    auto-increment key, orders delivery; `event_id` is the id consumers see, the same on every
+    duplicate. `team_id` and `subject_id` are plain columns, so the event outlives its subject.
+    Two deliveries: `published_at` once Redis took it, `handled_at` once this project's own
+    handlers (CERTHUB_OUTBOX_HANDLERS) ran for it; neither waits for the other.
+    """
+
+    seq = models.BigAutoField(primary_key=True)
+    event_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    stream = models.CharField(max_length=100)
+    kind = models.CharField(max_length=64)
+    team_id = models.BigIntegerField()
+    subject_id = models.CharField(max_length=64, db_index=True)
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+    published_at = models.DateTimeField(null=True, blank=True)
+    handled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["seq"]
+        # Each delivery's query: not yet delivered (IS NULL) in seq order, a range on its index.
+        indexes = [
+            models.Index(fields=["published_at", "seq"], name="outbox_unpublished"),
+            models.Index(fields=["handled_at", "seq"], name="outbox_unhandled"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.subject_id} #{self.seq}"

@@ -306,6 +306,32 @@ CERTHUB_RENEWAL_RETRY_SECONDS = envint("CERTHUB_RENEWAL_RETRY_SECONDS", 6 * 3600
 CERTHUB_OUTBOX_RETENTION_DAYS = envint("CERTHUB_OUTBOX_RETENTION_DAYS", 30)
 if CERTHUB_OUTBOX_RETENTION_DAYS < 1:
     raise ImproperlyConfigured("CERTHUB_OUTBOX_RETENTION_DAYS must be at least 1")
+# This project's own consumers of outbox events, called in order for each event (certhub.outbox.dispatch).
+CERTHUB_OUTBOX_HANDLERS = envlist("CERTHUB_OUTBOX_HANDLERS", "distribution.events.handle")
+# Functions naming what uses a certificate (refusing its deletion): one per app that attaches certificates.
+CERTHUB_CERTIFICATE_USERS = ["distribution.attach.users_of"]
+
+# Delivery of certificate versions to the nodes that serve them (distribution/).
+CERTHUB_DELIVERY_RETRY_BUDGET_SECONDS = envint("CERTHUB_DELIVERY_RETRY_BUDGET_SECONDS", 3 * 3600)
+CERTHUB_DELIVERY_RETRY_BASE_DELAY = float(envint("CERTHUB_DELIVERY_RETRY_BASE_DELAY_MS", 1000)) / 1000
+CERTHUB_DELIVERY_RETRY_MAX_DELAY = float(envint("CERTHUB_DELIVERY_RETRY_MAX_DELAY_MS", 300_000)) / 1000
+# Each load balancer gets its own address from this pool (any 127.0.0.0/8 address works on Linux).
+CERTHUB_LB_ADDRESS_POOL = envstr("CERTHUB_LB_ADDRESS_POOL", "127.0.80.0/22")
+try:
+    _lb_pool = ipaddress.ip_network(CERTHUB_LB_ADDRESS_POOL)
+except ValueError:
+    raise ImproperlyConfigured(f"CERTHUB_LB_ADDRESS_POOL must be a network, not {CERTHUB_LB_ADDRESS_POOL!r}") from None
+# The platform's own team and the zones it hosts in CertHub's DNS: CDN endpoint names, and the
+# names of managed databases (each database node has a subdomain of it, and a wildcard for it).
+CERTHUB_PLATFORM_TEAM = envstr("CERTHUB_PLATFORM_TEAM", "platform")
+CERTHUB_CDN_ZONE = envstr("CERTHUB_CDN_ZONE", "cdn.certhub.test")
+CERTHUB_DATABASE_ZONE = envstr("CERTHUB_DATABASE_ZONE", "db.certhub.test")
+
+# Customers' webhooks: where the events point for the public chain, and whether a webhook may
+# name a loopback or private address (off in production: no requests into the platform's network).
+CERTHUB_PUBLIC_URL = envstr("CERTHUB_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+CERTHUB_WEBHOOK_ALLOW_PRIVATE = envbool("CERTHUB_WEBHOOK_ALLOW_PRIVATE", DEBUG)
+CERTHUB_WEBHOOK_TIMEOUT = envfloat("CERTHUB_WEBHOOK_TIMEOUT", 5.0)
 
 _sweep_offset = int(hashlib.sha256(SECRET_KEY.encode()).hexdigest(), 16)
 CELERY_BEAT_SCHEDULE = {
@@ -320,9 +346,11 @@ CELERY_BEAT_SCHEDULE = {
             hour=f"{_sweep_offset // 60 % CERTHUB_RENEWAL_SWEEP_HOURS}-23/{CERTHUB_RENEWAL_SWEEP_HOURS}",
         ),
     },
-    "outbox-relay": {"task": "distribution.tasks.relay_outbox", "schedule": 10.0, "options": {"expires": 10}},
+    "outbox-relay": {"task": "certhub.tasks.relay_outbox", "schedule": 10.0, "options": {"expires": 10}},
+    "deliver-due": {"task": "distribution.tasks.deliver_due", "schedule": 5.0, "options": {"expires": 5}},
+    "webhooks-due": {"task": "distribution.tasks.deliver_due_webhooks", "schedule": 5.0, "options": {"expires": 5}},
     "outbox-prune": {
-        "task": "distribution.tasks.prune_outbox",
+        "task": "certhub.tasks.prune_outbox",
         "schedule": crontab(minute=str((_sweep_offset // 11) % 60), hour=str((_sweep_offset // 13) % 24)),
     },
     "expiry-notifications": {

@@ -19,6 +19,7 @@ urlpatterns = [
     path("v2/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("v2/", include("dns_zones.api_urls")),
     path("v2/", include("certificates.api_urls")),
+    path("v2/", include("distribution.api_urls")),
     path("zones/", include("dns_zones.urls")),
     path("certificates/", include("certificates.urls")),
     path("tokens/", views.token_list, name="token_list"),

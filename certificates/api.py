@@ -7,7 +7,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from certhub.api_common import PageNumberLinksPagination, Unprocessable, request_team
+from certhub.api_common import PageNumberLinksPagination, Unprocessable, error_body, request_team
 from certificates import services, validation
 from certificates.models import Certificate, Issuance, with_current_version
 from dns_zones.models import Zone
@@ -138,7 +138,10 @@ class CertificateDetailView(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request, certificate_id):
         certificate = get_object_or_404(Certificate, team=request_team(request), pk=certificate_id)
-        services.certificate_delete(certificate=certificate)
+        try:
+            services.certificate_delete(certificate=certificate)
+        except services.InUse as e:
+            return Response(error_body(403, str(e), used_by=e.uses), status=status.HTTP_403_FORBIDDEN)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

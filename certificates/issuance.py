@@ -16,10 +16,8 @@ from django.utils import timezone
 
 from acme_client import accounts
 from acme_client.protocol import AcmeError, AcmeSession, RenewalInfo, ari_certificate_id, make_csr
-from certificates import keys, notifications, renewal
+from certificates import events, keys, notifications, renewal
 from certificates.models import Certificate, CertificateVersion, Issuance
-from distribution import outbox
-from distribution.models import OutboxEvent
 from dns_zones.providers import DnsProvider, DnsProviderError, provider_class
 
 log = logging.getLogger(__name__)
@@ -185,7 +183,7 @@ def step_download(issuance: Issuance, acme: AcmeSession) -> float:
             )  # fmt: skip
             renewal.schedule_after_success(certificate, version, info)
             version.save()
-            outbox.record_event(kind=OutboxEvent.Kind.VERSION_CREATED, certificate=certificate, version=version)
+            events.record_event(kind=events.VERSION_CREATED, certificate=certificate, version=version)
             # Once per version: a step repeated after a worker died past this commit emails no one again.
             transaction.on_commit(lambda: notifications.certificate_ready(certificate.pk), robust=True)
         certificate.current_version = version
@@ -237,7 +235,7 @@ STEPS: dict[str, Callable[[Issuance, AcmeSession], float]] = {
 
 def relay_soon() -> None:
     """Ask for the outbox to be relayed now rather than at the next beat (which relays anyway)."""
-    from distribution.tasks import relay_outbox
+    from certhub.tasks import relay_outbox
 
     relay_outbox.delay()
 
@@ -275,7 +273,7 @@ def _fail(issuance: Issuance, reason: str) -> None:
         certificate.save(update_fields=["last_error", "state"])
         if certificate.current_version_id is not None:
             renewal.schedule_after_failure(certificate.pk)
-        outbox.record_event(kind=OutboxEvent.Kind.FAILED, certificate=certificate, reason=reason)
+        events.record_event(kind=events.FAILED, certificate=certificate, reason=reason)
         transaction.on_commit(relay_soon, robust=True)
 
 

@@ -3,11 +3,14 @@
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from certhub.models import Team
-from certificates import validation
+from certificates import events, validation
 from certificates.models import Certificate, Issuance, KeyType
 from dns_zones.services import Invalid
 
@@ -91,17 +94,39 @@ def issuance_start(
     return issuance
 
 
-def certificate_delete(*, certificate: Certificate) -> None:
-    """Delete the certificate, its versions and open orders, removing any challenge records."""
-    from certificates.issuance import cleanup_challenge_records, relay_soon
-    from distribution import outbox
-    from distribution.models import OutboxEvent
+class InUse(Exception):
+    """The certificate is used by products; `uses` names each of them."""
 
+    def __init__(self, certificate: Certificate, uses: list[str]):
+        super().__init__(f"Certificate {certificate.name!r} is in use by {'; '.join(uses)}. Detach it first.")
+        self.uses = uses
+
+
+def certificate_uses(certificate: Certificate) -> list[str]:
+    """What uses the certificate, in words, from each app that attaches certificates (CERTHUB_CERTIFICATE_USERS)."""
+    return [use for path in settings.CERTHUB_CERTIFICATE_USERS for use in import_string(path)(certificate)]
+
+
+def certificate_delete(*, certificate: Certificate) -> None:
+    """Delete the certificate, its versions and open orders, removing any challenge records.
+
+    Refused (InUse) while a product uses it: deleting it would leave them serving a certificate
+    that is no longer renewed.
+    """
+    from certificates.issuance import cleanup_challenge_records, relay_soon
+
+    uses = certificate_uses(certificate)
+    if uses:
+        raise InUse(certificate, uses)
     for issuance in certificate.issuances.exclude(step__in=[Issuance.Step.DONE, Issuance.Step.FAILED]):
         cleanup_challenge_records(issuance)
     with transaction.atomic():
-        outbox.record_event(kind=OutboxEvent.Kind.DELETED, certificate=certificate)
-        certificate.delete()
+        events.record_event(kind=events.DELETED, certificate=certificate)
+        try:
+            with transaction.atomic():
+                certificate.delete()
+        except ProtectedError:  # attached meanwhile: the database's PROTECT has the last word
+            raise InUse(certificate, certificate_uses(certificate) or ["a product"]) from None
         transaction.on_commit(relay_soon, robust=True)
 
 
@@ -170,8 +195,6 @@ def _store_custom_version(certificate: Certificate, validated) -> None:
     from certificates import keys
     from certificates.issuance import relay_soon
     from certificates.models import CertificateVersion
-    from distribution import outbox
-    from distribution.models import OutboxEvent
 
     facts = keys.certificate_facts(validated.fullchain_pem)
     version = CertificateVersion.objects.create(
@@ -183,7 +206,7 @@ def _store_custom_version(certificate: Certificate, validated) -> None:
     certificate.current_version = version
     certificate.renew_at = None
     certificate.save()
-    outbox.record_event(kind=OutboxEvent.Kind.VERSION_CREATED, certificate=certificate, version=version)
+    events.record_event(kind=events.VERSION_CREATED, certificate=certificate, version=version)
     transaction.on_commit(relay_soon, robust=True)
 
 

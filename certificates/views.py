@@ -92,7 +92,11 @@ def certificate_detail(request, certificate_id):
 @team_required
 def certificate_delete(request, certificate_id):
     certificate = get_object_or_404(Certificate, team=request.team, pk=certificate_id)
-    services.certificate_delete(certificate=certificate)
+    try:
+        services.certificate_delete(certificate=certificate)
+    except services.InUse as e:
+        messages.error(request, str(e))
+        return redirect("certificates:certificate_detail", certificate.pk)
     messages.success(request, f"Certificate {certificate.name} deleted.")
     return redirect("certificates:certificate_list")
 

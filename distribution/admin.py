@@ -1,24 +1,85 @@
-"""Operators' read-only view of the outbox: events are facts, written only with their change."""
+"""Operators' admin for nodes, products and deployments; secrets are never shown."""
 
 from django.contrib import admin
 
-from distribution.models import OutboxEvent
+from distribution.models import (
+    CdnEndpoint,
+    DatabaseCluster,
+    Deployment,
+    ForwardingRule,
+    LoadBalancer,
+    Node,
+    Webhook,
+    WebhookDelivery,
+)
 
 
-@admin.register(OutboxEvent)
-class OutboxEventAdmin(admin.ModelAdmin):
-    list_display = ["seq", "kind", "team_id", "certificate_id", "created_at", "published_at"]
-    list_filter = ["kind", ("published_at", admin.EmptyFieldListFilter)]
-    search_fields = ["=event_id", "=certificate_id"]
-    fields = ["seq", "event_id", "kind", "team_id", "certificate_id", "payload", "created_at", "published_at"]
-    readonly_fields = fields
+@admin.register(Node)
+class NodeAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "region", "address", "port", "active", "applied_generation", "config_generation"]
+    list_filter = ["kind", "active"]
+    search_fields = ["name", "address"]
+    # `secret` (a database node's admin password) is set by run_node or register_node, never shown.
+    exclude = ["secret", "busy_until"]
+    readonly_fields = ["config_generation", "applied_generation"]
+
+
+class ForwardingRuleInline(admin.TabularInline):
+    model = ForwardingRule
+    extra = 0
+    raw_id_fields = ["certificate"]
+
+
+@admin.register(LoadBalancer)
+class LoadBalancerAdmin(admin.ModelAdmin):
+    list_display = ["name", "team", "ip", "node", "status", "created_at"]
+    list_filter = ["status", "node"]
+    search_fields = ["name", "ip", "=id"]
+    readonly_fields = ["status", "last_error", "ip"]
+    inlines = [ForwardingRuleInline]
+
+
+@admin.register(CdnEndpoint)
+class CdnEndpointAdmin(admin.ModelAdmin):
+    list_display = ["endpoint", "team", "custom_domain", "origin", "node", "created_at"]
+    search_fields = ["endpoint", "custom_domain", "origin", "=id"]
+    raw_id_fields = ["certificate"]
+
+
+@admin.register(DatabaseCluster)
+class DatabaseClusterAdmin(admin.ModelAdmin):
+    list_display = ["name", "team", "host", "node", "status", "created_at"]
+    list_filter = ["status", "node"]
+    search_fields = ["name", "host", "=id"]
+    exclude = ["password"]
+    readonly_fields = ["status", "host", "db_name", "db_user", "last_error"]
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(admin.ModelAdmin):
+    list_display = [
+        "target_kind", "target_name", "certificate", "version", "status", "attempts", "served_serial",
+        "verified_at", "duration_ms",
+    ]  # fmt: skip
+    list_filter = ["status", "target_kind", "node"]
+    search_fields = ["target_name", "=target_id", "served_serial"]
+    readonly_fields = [f.name for f in Deployment._meta.fields]
 
     def has_add_permission(self, request) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
-        # A deleted unpublished event would never reach the consumers.
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    list_display = ["url", "team", "active", "created_at"]
+    exclude = ["secret"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["kind", "webhook", "status", "attempts", "response_status", "created_at", "delivered_at"]
+    list_filter = ["status", "kind"]
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
         return False

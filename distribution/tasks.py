@@ -1,19 +1,46 @@
-"""Celery tasks: thin, idempotent; the outbox module does the work."""
+"""Celery tasks of delivery: thin, take ids, idempotent and safe to run twice."""
 
 from celery import shared_task
 
-
-@shared_task(acks_late=True, ignore_result=True)
-def relay_outbox() -> int:
-    """Publish the unpublished outbox events (on commit after recording, and from beat)."""
-    from distribution import outbox
-
-    return outbox.relay()
+# A retry further off than this is left to the beat sweep rather than a task countdown.
+LONGEST_COUNTDOWN = 300
 
 
 @shared_task(acks_late=True, ignore_result=True)
-def prune_outbox() -> int:
-    """Delete published events past their retention (beat, daily)."""
-    from distribution import outbox
+def deliver_node(node_id: int) -> None:
+    """Apply the node's configuration and run its due deployments; come back for the retries."""
+    from distribution import delivery
 
-    return outbox.prune()
+    delay = delivery.deliver_node(node_id)
+    if delay is not None and delay <= LONGEST_COUNTDOWN:
+        deliver_node.apply_async((node_id,), countdown=delay)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def deliver_due() -> int:
+    """Beat: visit every node with due work (retries, lapsed leases, changes whose task was lost)."""
+    from distribution import delivery
+
+    nodes = delivery.nodes_with_due_work()
+    for node_id in nodes:
+        deliver_node.delay(node_id)
+    return len(nodes)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def deliver_webhook(delivery_id: int) -> None:
+    from distribution import webhooks
+
+    delay = webhooks.deliver(delivery_id)
+    if delay is not None and delay <= LONGEST_COUNTDOWN:
+        deliver_webhook.apply_async((delivery_id,), countdown=delay)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def deliver_due_webhooks() -> int:
+    from distribution import webhooks
+
+    due = webhooks.due_deliveries()
+    for delivery_id in due:
+        deliver_webhook.delay(delivery_id)
+    return len(due)

@@ -15,6 +15,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from certhub.models import ApiToken, Membership, Team
+from tests.support.acme import *  # noqa: F403 (Pebble, DNS server and Celery worker fixtures, one of each per session)
 
 
 def _member(team: Team, username: str):

@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec
 from django.db import connection
 
+from certhub.models import OutboxEvent
 from certificates import renewal
 from certificates.models import Certificate, CertificateVersion
-from distribution.models import OutboxEvent
 from dns_zones import services as zone_services
 from tests.support.pki import make_ca, make_leaf, rsa_key
 
@@ -70,7 +70,7 @@ def test_upload_with_chain_is_stored_verified_with_names_from_the_certificate(ap
     with connection.cursor() as cursor:
         cursor.execute("SELECT private_key_pem FROM certificates_certificateversion")
         assert cursor.fetchone()[0].startswith("gAAAAA")
-    assert OutboxEvent.objects.filter(kind="certificate.version_created", certificate_id=certificate.pk).count() == 1
+    assert OutboxEvent.objects.filter(kind="certificate.version_created", subject_id=str(certificate.pk)).count() == 1
 
 
 def test_chain_out_of_order_is_reordered_and_a_repeated_leaf_dropped(api, pki):
@@ -196,8 +196,8 @@ def test_replacing_the_pems_keeps_the_id_and_publishes_a_new_version(api, pki):
     assert r.json()["certificate"]["dns_names"] == ["www.mine.test", "api.mine.test"]
     certificate = Certificate.objects.get(pk=certificate_id)
     assert certificate.versions.count() == 2
-    events = OutboxEvent.objects.filter(certificate_id=certificate_id, kind="certificate.version_created")
-    assert [e.payload["version"]["serial"] for e in events] == [
+    versions_published = OutboxEvent.objects.filter(subject_id=certificate_id, kind="certificate.version_created")
+    assert [e.payload["version"]["serial"] for e in versions_published] == [
         format(first.cert.serial_number, "x"),
         format(second.cert.serial_number, "x"),
     ]

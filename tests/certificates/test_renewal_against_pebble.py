@@ -12,12 +12,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.management import call_command
 from django.utils import timezone
 
+from certhub.models import OutboxEvent
+from certhub.outbox import redis_client
+from certhub.streams import StreamConsumer
 from certificates import issuance as workflow
 from certificates import tasks
+from certificates.events import STREAM
 from certificates.models import Certificate, Issuance
-from distribution.models import OutboxEvent
-from distribution.outbox import STREAM, redis_client
-from distribution.streams import StreamConsumer
 from tests.certificates.conftest import wait_for_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -81,7 +82,7 @@ def test_due_certificate_is_renewed_by_the_sweep_keeping_its_id(
         time.sleep(0.05)
     versions = [m.payload["version"]["serial"] for m in seen if m.kind == "certificate.version_created"]
     assert versions == [first.serial, second.serial]
-    assert {m.certificate_id for m in seen} == {str(certificate.pk)}
+    assert {m.subject_id for m in seen} == {str(certificate.pk)}
     assert all("PRIVATE KEY" not in json.dumps(m.payload) for m in seen)
     redis_client().xgroup_destroy(STREAM, consumer.group)
 
@@ -105,7 +106,7 @@ def test_certificate_deleted_mid_renewal_stops_cleanly(api, owner, zones, dns_se
     assert not Issuance.objects.exists()
     assert not zones[0].records.filter(type="TXT").exists()  # its challenge records went with it
     event = OutboxEvent.objects.get(kind="certificate.deleted")
-    assert event.certificate_id == certificate.pk
+    assert event.subject_id == str(certificate.pk)
 
 
 def test_rsa_certificate_marked_for_migration_comes_back_ecdsa(

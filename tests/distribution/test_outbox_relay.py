@@ -9,18 +9,19 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from certhub import outbox
 from certhub.celery import app as celery_app
+from certhub.models import OutboxEvent
+from certificates import events
 from certificates.models import CertificateVersion
-from distribution import outbox
-from distribution.models import OutboxEvent
 from tests.distribution.conftest import make_certificate, make_version
 
-Kind = OutboxEvent.Kind
+Kind = events
 
 
 def record(certificate, kind=Kind.VERSION_CREATED, version=None, reason=""):
     with transaction.atomic():
-        return outbox.record_event(kind=kind, certificate=certificate, version=version, reason=reason)
+        return events.record_event(kind=kind, certificate=certificate, version=version, reason=reason)
 
 
 def stream_event_ids(client, stream: str) -> list[str]:
@@ -34,16 +35,16 @@ def event_ids_in_seq_order() -> list[str]:
 @pytest.mark.django_db(transaction=True)
 def test_an_event_rolls_back_with_its_change_and_commits_with_it(certificate):
     with pytest.raises(RuntimeError, match="change failed"), transaction.atomic():
-        outbox.record_event(kind=Kind.FAILED, certificate=certificate, reason="DNS record not served")
+        events.record_event(kind=Kind.FAILED, certificate=certificate, reason="DNS record not served")
         raise RuntimeError("change failed")
     assert not OutboxEvent.objects.exists()
 
     with transaction.atomic():
-        event = outbox.record_event(kind=Kind.FAILED, certificate=certificate, reason="DNS record not served")
+        event = events.record_event(kind=Kind.FAILED, certificate=certificate, reason="DNS record not served")
 
     assert list(OutboxEvent.objects.all()) == [event]
     assert event.team_id == certificate.team_id
-    assert event.certificate_id == certificate.pk
+    assert event.subject_id == str(certificate.pk)
     assert event.published_at is None
     assert event.payload["reason"] == "DNS record not served"
     assert event.payload["version"] is None
@@ -52,7 +53,7 @@ def test_an_event_rolls_back_with_its_change_and_commits_with_it(certificate):
 @pytest.mark.django_db(transaction=True)
 def test_recording_outside_a_transaction_is_refused(certificate):
     with pytest.raises(RuntimeError, match="inside the transaction"):
-        outbox.record_event(kind=Kind.DELETED, certificate=certificate)
+        events.record_event(kind=Kind.DELETED, certificate=certificate)
     assert not OutboxEvent.objects.exists()
 
 
@@ -62,7 +63,7 @@ def test_the_payload_never_reads_the_private_key(certificate, django_assert_num_
     # Deferred: reading private_key_pem would cost a query, so the count proves it is never touched.
     version = CertificateVersion.objects.defer("private_key_pem").get(pk=version_id)
     with transaction.atomic(), django_assert_num_queries(1):  # the insert
-        event = outbox.record_event(kind=Kind.VERSION_CREATED, certificate=certificate, version=version)
+        event = events.record_event(kind=Kind.VERSION_CREATED, certificate=certificate, version=version)
 
     assert event.payload == {
         "certificate_id": str(certificate.pk),
@@ -189,7 +190,7 @@ def test_without_redis_events_stay_unpublished_and_it_says_so_once(certificate, 
 
     assert OutboxEvent.objects.get().published_at is None
     # Only this logger's records: the session's Celery worker threads log to the same capture.
-    assert [r.message for r in caplog.records if r.name == "distribution.outbox"] == [
+    assert [r.message for r in caplog.records if r.name == "certhub.outbox"] == [
         "outbox relay: REDIS_URL is not set, events stay unpublished until it is"
     ]
 
@@ -206,15 +207,21 @@ def test_pruning_deletes_only_published_events_past_retention(certificate, setti
     )
     OutboxEvent.objects.filter(seq=recent_published.seq).update(published_at=now - timedelta(days=29))
     OutboxEvent.objects.filter(seq=old_unpublished.seq).update(created_at=now - timedelta(days=400))
+    # Published long ago but never handled by the local handlers: still owed, never pruned.
+    old_unhandled = record(certificate)
+    OutboxEvent.objects.filter(seq=old_unhandled.seq).update(published_at=now - timedelta(days=31))
+    OutboxEvent.objects.exclude(seq=old_unhandled.seq).update(handled_at=now - timedelta(days=31))
 
     assert outbox.prune(batch=2, now=now) == 5
 
-    assert set(OutboxEvent.objects.values_list("seq", flat=True)) == {recent_published.seq, old_unpublished.seq}
+    assert set(OutboxEvent.objects.values_list("seq", flat=True)) == {
+        recent_published.seq, old_unpublished.seq, old_unhandled.seq,
+    }  # fmt: skip
     assert outbox.prune(batch=2, now=now) == 0
 
 
 def test_pruning_runs_daily_from_beat(settings):
-    entry = next(e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == "distribution.tasks.prune_outbox")
+    entry = next(e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == "certhub.tasks.prune_outbox")
     assert entry["task"] in celery_app.tasks
     schedule = entry["schedule"]
     assert (len(schedule.minute), len(schedule.hour), len(schedule.day_of_week), len(schedule.day_of_month)) == (

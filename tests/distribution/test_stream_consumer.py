@@ -7,19 +7,20 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
-from distribution import outbox
-from distribution.models import OutboxEvent
-from distribution.streams import Message, StreamConsumer
+from certhub import outbox
+from certhub.models import OutboxEvent
+from certhub.streams import Message, StreamConsumer
+from certificates import events
 from tests.distribution.conftest import make_version
 
-Kind = OutboxEvent.Kind
+Kind = events
 GROUP = "haproxy"
 
 
 def publish(certificate, client, stream: str, count: int = 1) -> list[str]:
     for _ in range(count):
         with transaction.atomic():
-            outbox.record_event(kind=Kind.FAILED, certificate=certificate, reason="rate limited")
+            events.record_event(kind=Kind.FAILED, certificate=certificate, reason="rate limited")
     outbox.relay(client=client, stream=stream)
     return [str(e) for e in OutboxEvent.objects.order_by("seq").values_list("event_id", flat=True)]
 
@@ -41,7 +42,7 @@ def test_a_consumer_handles_and_acks_new_events(certificate, shared_redis, strea
     a.ensure_group()  # a second time: the existing group is kept
     version = make_version(certificate)
     with transaction.atomic():
-        outbox.record_event(kind=Kind.VERSION_CREATED, certificate=certificate, version=version)
+        events.record_event(kind=Kind.VERSION_CREATED, certificate=certificate, version=version)
     outbox.relay(client=shared_redis, stream=stream)
     event = OutboxEvent.objects.get()
     seen: list[Message] = []
@@ -52,7 +53,7 @@ def test_a_consumer_handles_and_acks_new_events(certificate, shared_redis, strea
     assert message.event_id == str(event.event_id)
     assert message.kind == Kind.VERSION_CREATED
     assert message.team_id == certificate.team_id
-    assert message.certificate_id == str(certificate.pk)
+    assert message.subject_id == str(certificate.pk)
     assert message.payload == event.payload
     assert pending(shared_redis, stream) == 0
     assert a.process(seen.append) == 0

@@ -1,33 +1,37 @@
-"""Record certificate events in the caller's transaction and relay them to a Redis Stream.
+"""Record events in the caller's transaction; deliver them to local handlers and a Redis Stream.
 
-Delivery is at least once: an event is marked published only after Redis accepted it, so a
-crash between the two publishes it again, with the same event_id. One relay publishes at a
-time (the unpublished rows are locked for the batch), so the stream follows seq order. Rows
-are numbered at insert and may commit out of that order; events of one certificate stay in
-order because the services that change a certificate hold its row lock while recording.
-
-Without REDIS_URL (the embedded default) the relay publishes nothing and leaves events
-unpublished, so pointing CertHub at a Redis later delivers them all; it says so once a process.
+Two deliveries, each at least once and in seq order:
+- `dispatch()` runs this project's own handlers (CERTHUB_OUTBOX_HANDLERS, dotted paths) in the
+  transaction that marks the events handled, so what a handler writes commits with the mark.
+  It needs no Redis: it is how the embedded default delivers too.
+- `relay()` publishes to the event's Redis Stream for outside consumers; an event is marked
+  published only after Redis accepted it, so a crash between the two publishes it again, with
+  the same event_id. Without REDIS_URL events stay unpublished (said once a process) until
+  CertHub is pointed at a Redis.
+One run of each at a time: the undelivered rows are locked for the batch. Rows are numbered at
+insert and may commit out of that order; events of one subject stay in order because the
+services that change a subject hold its row lock while recording.
 """
 
 import functools
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import redis
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from certificates.models import Certificate, CertificateVersion
-from distribution.models import OutboxEvent
+from certhub.models import OutboxEvent
 
 log = logging.getLogger(__name__)
 
-STREAM = "certhub.certificates"
 # Approximate trimming (MAXLEN ~): about 500 bytes an entry, so ~500 MB at most; at 20,000
 # renewals a day a consumer group may lag weeks behind before entries go unread.
 STREAM_MAXLEN = 1_000_000
@@ -35,44 +39,14 @@ STREAM_MAXLEN = 1_000_000
 _warned_no_redis = False
 
 
-def record_event(
-    *, kind: str, certificate: Certificate, version: CertificateVersion | None = None, reason: str = ""
-) -> OutboxEvent:
-    """Write an event about `certificate` in the caller's open transaction."""
+def record(*, stream: str, kind: str, team_id: int, subject_id: Any, payload: dict) -> OutboxEvent:
+    """Write an event in the caller's open transaction; the caller builds `payload` from public fields."""
     if not transaction.get_connection().in_atomic_block:
         # Outside a transaction the event could commit without the change, or the change without it.
-        raise RuntimeError("record_event must run inside the transaction that makes the change")
+        raise RuntimeError("outbox events must be recorded inside the transaction that makes the change")
     return OutboxEvent.objects.create(
-        kind=OutboxEvent.Kind(kind),
-        team_id=certificate.team_id,
-        certificate_id=certificate.pk,
-        payload=event_payload(certificate=certificate, version=version, reason=reason),
+        stream=stream, kind=kind, team_id=team_id, subject_id=str(subject_id), payload=payload
     )
-
-
-def event_payload(*, certificate: Certificate, version: CertificateVersion | None, reason: str) -> dict:
-    """Build a payload from named public fields only: never a key, never a whole model."""
-    payload = {
-        "certificate_id": str(certificate.pk),
-        "team_id": certificate.team_id,
-        "name": certificate.name,
-        "dns_names": list(certificate.dns_names),
-        "state": certificate.state,
-        "version": None,
-        "reason": reason,
-    }
-    if version is not None:
-        payload["version"] = {
-            # Consumers load the certificate and key by this id from the database, not from the event.
-            "id": version.pk,
-            "serial": version.serial,
-            "not_before": version.not_before.isoformat(),
-            "not_after": version.not_after.isoformat(),
-            "sha1_fingerprint": version.sha1_fingerprint,
-            "sha256_fingerprint": version.sha256_fingerprint,
-            "key_type": version.key_type,
-        }
-    return payload
 
 
 def redis_client() -> redis.Redis | None:
@@ -94,10 +68,39 @@ def _client_for(url: str) -> redis.Redis:
     )
 
 
-def relay(batch: int = 500, *, client: redis.Redis | None = None, stream: str = STREAM) -> int:
+@functools.cache
+def _handlers(paths: tuple[str, ...]) -> list[Callable[[OutboxEvent], None]]:
+    return [import_string(path) for path in paths]
+
+
+def dispatch(batch: int = 200) -> int:
+    """Run the local handlers for unhandled events in seq order; return how many were handled.
+
+    A handler that raises leaves its event (and those after it) for the next run; what the
+    handlers wrote for that batch rolls back with it.
+    """
+    handlers = _handlers(tuple(settings.CERTHUB_OUTBOX_HANDLERS))
+    handled = 0
+    while True:
+        with transaction.atomic():
+            events = list(
+                OutboxEvent.objects.select_for_update().filter(handled_at__isnull=True).order_by("seq")[:batch]
+            )
+            for event in events:
+                for handler in handlers:
+                    handler(event)
+            if events:
+                OutboxEvent.objects.filter(seq__in=[e.seq for e in events]).update(handled_at=timezone.now())
+        handled += len(events)
+        if len(events) < batch:
+            return handled
+
+
+def relay(batch: int = 500, *, client: redis.Redis | None = None, stream: str | None = None) -> int:
     """Publish unpublished events in seq order, `batch` per transaction; return how many went out.
 
-    Stop at the first Redis error, leaving that event and the rest for the next run.
+    Each event goes to its own stream, or all to `stream` when given (tests use a stream of their
+    own). Stop at the first Redis error, leaving that event and the rest for the next run.
     """
     if client is None:
         client = redis_client()
@@ -112,7 +115,7 @@ def relay(batch: int = 500, *, client: redis.Redis | None = None, stream: str = 
             return published
 
 
-def _relay_batch(client: redis.Redis, stream: str, batch: int) -> tuple[int, bool]:
+def _relay_batch(client: redis.Redis, stream: str | None, batch: int) -> tuple[int, bool]:
     """Publish one batch; return (published, whether every event of the batch went out)."""
     with transaction.atomic():
         # Waiting on these locks, not skipping them, keeps a single relay at a time (so seq order)
@@ -124,7 +127,7 @@ def _relay_batch(client: redis.Redis, stream: str, batch: int) -> tuple[int, boo
         # later event can land before an earlier one that failed.
         pipe = client.pipeline(transaction=True)
         for event in events:
-            pipe.xadd(stream, _fields(event), maxlen=STREAM_MAXLEN, approximate=True)
+            pipe.xadd(stream or event.stream, _fields(event), maxlen=STREAM_MAXLEN, approximate=True)
         try:
             results = pipe.execute(raise_on_error=False)
         except redis.RedisError as e:
@@ -145,13 +148,13 @@ def _relay_batch(client: redis.Redis, stream: str, batch: int) -> tuple[int, boo
 
 
 def prune(*, batch: int = 5000, now: datetime | None = None) -> int:
-    """Delete published events older than CERTHUB_OUTBOX_RETENTION_DAYS; return how many.
+    """Delete published and handled events older than CERTHUB_OUTBOX_RETENTION_DAYS; return how many.
 
-    Unpublished events are never pruned: they are still owed to the stream. Batches of `batch`
-    rows (a range on the published_at index) keep each DELETE's locks short.
+    Events still owed to a delivery are never pruned. Batches of `batch` rows (a range on the
+    published_at index) keep each DELETE's locks short.
     """
     cutoff = (now or timezone.now()) - timedelta(days=settings.CERTHUB_OUTBOX_RETENTION_DAYS)
-    old = OutboxEvent.objects.filter(published_at__lt=cutoff).order_by("published_at", "seq")
+    old = OutboxEvent.objects.filter(published_at__lt=cutoff, handled_at__isnull=False).order_by("published_at", "seq")
     pruned = 0
     while True:
         seqs = list(old.values_list("seq", flat=True)[:batch])
@@ -168,7 +171,7 @@ def _fields(event: OutboxEvent) -> dict[str, str]:
         "event_id": str(event.event_id),
         "kind": event.kind,
         "team_id": str(event.team_id),
-        "certificate_id": str(event.certificate_id),
+        "subject_id": event.subject_id,
         "payload": json.dumps(event.payload, separators=(",", ":")),
     }
 

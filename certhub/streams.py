@@ -1,6 +1,6 @@
-"""Read the certificate event stream as one consumer of a Redis consumer group.
+"""Read an event stream as one consumer of a Redis consumer group (for systems outside CertHub).
 
-Each product adapter is one group; each of its worker processes is one consumer. A message is
+Each consuming system is one group; each of its processes is one consumer. A message is
 acked only after its handler succeeded; one whose consumer raised or died stays pending and is
 claimed by a consumer of the same group once it has been idle for `claim_idle_ms`. Delivery is
 at least once: handlers must be idempotent, and a duplicate carries the same event_id.
@@ -25,7 +25,7 @@ class Message:
     event_id: str
     kind: str
     team_id: int
-    certificate_id: str
+    subject_id: str
     payload: dict[str, Any]
 
     @classmethod
@@ -37,7 +37,7 @@ class Message:
             event_id=f["event_id"],
             kind=f["kind"],
             team_id=int(f["team_id"]),
-            certificate_id=f["certificate_id"],
+            subject_id=f["subject_id"],
             payload=json.loads(f["payload"]),
         )
 

@@ -1,0 +1,287 @@
+"""Delivery: plan a deployment per target for each new version, run them node by node, record each.
+
+A deployment is planned once per (target, version) (a unique constraint), so a redelivered
+event plans nothing twice; only a certificate's current version is ever planned or run, so an
+older version never replaces a newer one. One worker delivers to a node at a time (a lease on
+the node row); it applies a changed node configuration first, then takes every due deployment
+of the node as one batch (one reload at most, where the node kind reloads at all), probes each
+target as a client would and records the serial it was served. A failure is retried with
+growing delays for CERTHUB_DELIVERY_RETRY_BUDGET_SECONDS, then the team is emailed.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from certificates.models import Certificate, CertificateVersion
+from distribution import notifications
+from distribution.adapters import AdapterError, adapter_for
+from distribution.models import CdnEndpoint, Deployment, LoadBalancer, Node
+
+log = logging.getLogger(__name__)
+
+Target = Deployment.Target
+Status = Deployment.Status
+NODE_LEASE_SECONDS = 120
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    kind: str
+    id: str
+    name: str
+    node_id: int
+
+
+def targets_of(certificate_id) -> list[TargetRef]:
+    """Everything that serves the certificate now: load balancers, CDN endpoints, database nodes."""
+    targets = [
+        TargetRef(Target.LOAD_BALANCER, str(lb.pk), lb.name, lb.node_id)
+        for lb in LoadBalancer.objects.filter(forwarding_rules__certificate_id=certificate_id).distinct()
+    ]
+    targets += [
+        TargetRef(Target.CDN_ENDPOINT, str(ep.pk), ep.endpoint, ep.node_id)
+        for ep in CdnEndpoint.objects.filter(certificate_id=certificate_id)
+    ]
+    targets += [
+        TargetRef(Target.DATABASE_NODE, str(node.pk), node.name, node.pk)
+        for node in Node.objects.filter(certificate_id=certificate_id, kind=Node.Kind.MARIADB)
+    ]
+    return targets
+
+
+def plan_version(*, version_id: int) -> list[Deployment]:
+    """Plan the version on every target of its certificate, if it is still the current version."""
+    version = (
+        CertificateVersion.objects.select_related("certificate")
+        .defer("private_key_pem", "leaf_pem", "chain_pem")
+        .filter(pk=version_id)
+        .first()
+    )
+    if version is None or version.certificate.current_version_id != version.pk:
+        return []  # deleted, or already replaced by a newer version: nothing to put anywhere
+    return [
+        plan(target=target, certificate=version.certificate, version_id=version.pk)
+        for target in targets_of(version.certificate_id)
+    ]
+
+
+def plan_current(*, target: TargetRef, certificate: Certificate) -> Deployment | None:
+    """Deploy the certificate's current version to a target it was just attached to."""
+    if certificate.current_version_id is None:
+        return None  # nothing issued yet: its first version is planned when it comes
+    return plan(target=target, certificate=certificate, version_id=certificate.current_version_id)
+
+
+def plan(*, target: TargetRef, certificate: Certificate, version_id: int) -> Deployment:
+    """Plan one deployment (idempotent) and supersede older pending ones of the same target."""
+    deployment, created = Deployment.objects.get_or_create(
+        target_kind=target.kind, target_id=target.id, version_id=version_id,
+        defaults={
+            "team_id": certificate.team_id, "certificate": certificate, "node_id": target.node_id,
+            "target_name": target.name,
+        },
+    )  # fmt: skip
+    if created:
+        Deployment.objects.filter(
+            target_kind=target.kind, target_id=target.id, certificate=certificate, status=Status.PENDING
+        ).exclude(pk=deployment.pk).update(status=Status.SUPERSEDED)
+    if deployment.status == Status.PENDING:
+        kick_on_commit(target.node_id)
+    return deployment
+
+
+def node_changed(node_id: int) -> None:
+    """Mark the node's configuration changed (in the caller's transaction) and deliver after commit."""
+    Node.objects.filter(pk=node_id).update(config_generation=F("config_generation") + 1)
+    kick_on_commit(node_id)
+
+
+def kick_on_commit(node_id: int) -> None:
+    from distribution.tasks import deliver_node
+
+    transaction.on_commit(lambda: deliver_node.delay(node_id), robust=True)
+
+
+def deliver_node(node_id: int, *, now: datetime | None = None) -> float | None:
+    """Apply the node's configuration and run its due deployments; return seconds until more are due."""
+    while _claim_node(node_id):
+        try:
+            _deliver_claimed(node_id)
+        finally:
+            Node.objects.filter(pk=node_id).update(busy_until=None)
+        # Work that arrived while this worker held the lease saw the node busy and left it here.
+        if not _has_due_work(node_id):
+            break
+    return seconds_until_due(node_id)
+
+
+def _claim_node(node_id: int) -> bool:
+    now = timezone.now()
+    claimed = (
+        Node.objects.filter(pk=node_id, active=True)
+        .filter(Q(busy_until__isnull=True) | Q(busy_until__lt=now))
+        .update(busy_until=now + timedelta(seconds=NODE_LEASE_SECONDS))
+    )
+    return claimed == 1
+
+
+def _has_due_work(node_id: int) -> bool:
+    node = Node.objects.filter(pk=node_id, active=True).first()
+    if node is None:
+        return False
+    return node.applied_generation != node.config_generation or _due(node_id).exists()
+
+
+def _due(node_id: int):
+    return Deployment.objects.filter(node_id=node_id, status=Status.PENDING, next_attempt_at__lte=timezone.now())
+
+
+def seconds_until_due(node_id: int) -> float | None:
+    upcoming = (
+        Deployment.objects.filter(node_id=node_id, status=Status.PENDING)
+        .order_by("next_attempt_at")
+        .values_list("next_attempt_at", flat=True)
+        .first()
+    )
+    if upcoming is None:
+        return None
+    return max(0.0, (upcoming - timezone.now()).total_seconds())
+
+
+def _deliver_claimed(node_id: int) -> None:
+    node = Node.objects.get(pk=node_id)
+    adapter = adapter_for(node)
+    if node.applied_generation != node.config_generation:
+        _apply_config(node, adapter)
+    while True:
+        batch = _take_batch(node_id)
+        if not batch:
+            return
+        _run_batch(adapter, batch)
+        Node.objects.filter(pk=node_id).update(busy_until=timezone.now() + timedelta(seconds=NODE_LEASE_SECONDS))
+
+
+def _apply_config(node: Node, adapter) -> None:
+    generation = node.config_generation
+    try:
+        adapter.apply_config()
+    except AdapterError as e:
+        log.warning("node %s: configuration not applied: %s", node.name, e)
+        LoadBalancer.objects.filter(node=node, status=LoadBalancer.Status.NEW).update(
+            status=LoadBalancer.Status.ERRORED, last_error=str(e)
+        )
+        return  # retried at the next delivery (beat), the generation still differs
+    Node.objects.filter(pk=node.pk).update(applied_generation=generation)
+    # A load balancer is active once its listeners are up: every certificate it uses has a version.
+    for lb in LoadBalancer.objects.filter(node=node).exclude(status=LoadBalancer.Status.ACTIVE):
+        waiting = lb.forwarding_rules.filter(certificate__isnull=False, certificate__current_version__isnull=True)
+        if not waiting.exists():
+            LoadBalancer.objects.filter(pk=lb.pk).update(status=LoadBalancer.Status.ACTIVE, last_error="")
+
+
+def _take_batch(node_id: int) -> list[Deployment]:
+    batch = []
+    for deployment in (
+        _due(node_id)
+        .select_related("certificate", "version")
+        .defer("version__private_key_pem", "version__leaf_pem", "version__chain_pem")
+        .order_by("next_attempt_at", "id")[:BATCH]
+    ):
+        if deployment.certificate.current_version_id != deployment.version_id:
+            # A newer version came meanwhile (its own deployment is planned): never go backwards.
+            Deployment.objects.filter(pk=deployment.pk).update(status=Status.SUPERSEDED)
+            continue
+        batch.append(deployment)
+    return batch
+
+
+def _run_batch(adapter, batch: list[Deployment]) -> None:
+    started = time.monotonic()
+    try:
+        adapter.deploy(batch)
+        error = None
+    except AdapterError as e:
+        error = e
+    deploy_ms = (time.monotonic() - started) * 1000
+    deployed_at = timezone.now()
+    for deployment in batch:
+        deployment.attempts += 1
+        if error is not None:
+            _record_failure(deployment, str(error), permanent=error.permanent, duration_ms=deploy_ms)
+            continue
+        probe_started = time.monotonic()
+        try:
+            served = adapter.probe(deployment)
+        except (AdapterError, OSError) as e:
+            _record_failure(
+                deployment, f"deployed, but the probe failed: {e}", permanent=False,
+                duration_ms=deploy_ms + (time.monotonic() - probe_started) * 1000, deployed_at=deployed_at,
+            )  # fmt: skip
+            continue
+        duration_ms = deploy_ms + (time.monotonic() - probe_started) * 1000
+        if served != deployment.version.serial:
+            _record_failure(
+                deployment, f"deployed, but the target serves serial {served}, not {deployment.version.serial}",
+                permanent=False, duration_ms=duration_ms, deployed_at=deployed_at, served_serial=served,
+            )  # fmt: skip
+            continue
+        now = timezone.now()
+        if deployment.target_kind == Target.LOAD_BALANCER:
+            LoadBalancer.objects.filter(pk=deployment.target_id).exclude(status=LoadBalancer.Status.ACTIVE).update(
+                status=LoadBalancer.Status.ACTIVE, last_error=""
+            )
+        Deployment.objects.filter(pk=deployment.pk).update(
+            status=Status.VERIFIED, attempts=deployment.attempts, last_error="", duration_ms=round(duration_ms),
+            deployed_at=deployed_at, verified_at=now, served_serial=served,
+        )  # fmt: skip
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before retry number `attempts`: doubling from the base, capped."""
+    base = settings.CERTHUB_DELIVERY_RETRY_BASE_DELAY
+    return min(base * 2 ** max(attempts - 1, 0), settings.CERTHUB_DELIVERY_RETRY_MAX_DELAY)
+
+
+def _record_failure(
+    deployment: Deployment,
+    reason: str,
+    *,
+    permanent: bool,
+    duration_ms: float,
+    deployed_at: datetime | None = None,
+    served_serial: str = "",
+) -> None:
+    now = timezone.now()
+    budget_left = deployment.created_at + timedelta(seconds=settings.CERTHUB_DELIVERY_RETRY_BUDGET_SECONDS) - now
+    delay = retry_delay(deployment.attempts)
+    give_up = permanent or budget_left.total_seconds() < delay
+    Deployment.objects.filter(pk=deployment.pk).update(
+        status=Status.FAILED if give_up else Status.PENDING, attempts=deployment.attempts, last_error=reason,
+        duration_ms=round(duration_ms), deployed_at=deployed_at, served_serial=served_serial,
+        next_attempt_at=now + timedelta(seconds=delay),
+    )  # fmt: skip
+    log.warning(
+        "deployment %s (%s %s) failed (attempt %d%s): %s", deployment.pk, deployment.target_kind,
+        deployment.target_name, deployment.attempts, ", giving up" if give_up else "", reason,
+    )  # fmt: skip
+    if give_up:
+        transaction.on_commit(lambda: notifications.deployment_failed(deployment.pk), robust=True)
+
+
+def nodes_with_due_work() -> list[int]:
+    """Nodes a worker should visit now: due deployments, a changed configuration, a lapsed lease."""
+    now = timezone.now()
+    free = Node.objects.filter(active=True).filter(Q(busy_until__isnull=True) | Q(busy_until__lt=now))
+    changed = free.exclude(applied_generation=F("config_generation")).values_list("pk", flat=True)
+    due = free.filter(deployments__status=Status.PENDING, deployments__next_attempt_at__lte=now).values_list(
+        "pk", flat=True
+    )
+    return sorted(set(changed) | set(due))
