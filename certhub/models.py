@@ -115,8 +115,8 @@ class OutboxEvent(models.Model):
         ordering = ["seq"]
         # Each delivery's query: not yet delivered (IS NULL) in seq order, a range on its index.
         indexes = [
-            models.Index(fields=["published_at", "seq"], name="outbox_unpublished"),
-            models.Index(fields=["handled_at", "seq"], name="outbox_unhandled"),
+            models.Index(fields=["published_at", "seq"], name="outbox_event_unpublished"),
+            models.Index(fields=["handled_at", "seq"], name="outbox_event_unhandled"),
         ]
 
     def __str__(self) -> str:

@@ -85,7 +85,8 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY is required when DEBUG is off")
     SECRET_KEY = "insecure-embedded-default-only-for-debug"
-ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
+# The embedded default also answers for .test names, so a demo load balancer can forward to it.
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],.test" if DEBUG else "")
 
 INSTALLED_APPS = [
     "django.contrib.admin",

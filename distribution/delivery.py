@@ -105,14 +105,29 @@ def node_changed(node_id: int) -> None:
 
 
 def kick_on_commit(node_id: int) -> None:
+    """Queue one delivery to the node after commit, however many deployments the transaction planned."""
     from distribution.tasks import deliver_node
 
-    transaction.on_commit(lambda: deliver_node.delay(node_id), robust=True)
+    connection = transaction.get_connection()
+    # Already queued in this transaction (a burst of renewals plans a thousand deployments at once)?
+    if any(getattr(callback, "node_id", None) == node_id for _, callback, _ in connection.run_on_commit):
+        return
+
+    def kick() -> None:
+        deliver_node.delay(node_id)
+
+    kick.node_id = node_id
+    transaction.on_commit(kick, robust=True)
 
 
-def deliver_node(node_id: int, *, now: datetime | None = None) -> float | None:
-    """Apply the node's configuration and run its due deployments; return seconds until more are due."""
+def deliver_node(node_id: int) -> float | None:
+    """Apply the node's configuration and run its due deployments; return seconds until more are due.
+
+    None when another worker holds the node: that one looks for new work before it lets go.
+    """
+    claimed = False
     while _claim_node(node_id):
+        claimed = True
         try:
             _deliver_claimed(node_id)
         finally:
@@ -120,7 +135,7 @@ def deliver_node(node_id: int, *, now: datetime | None = None) -> float | None:
         # Work that arrived while this worker held the lease saw the node busy and left it here.
         if not _has_due_work(node_id):
             break
-    return seconds_until_due(node_id)
+    return seconds_until_due(node_id) if claimed else None
 
 
 def _claim_node(node_id: int) -> bool:

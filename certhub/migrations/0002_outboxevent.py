@@ -28,7 +28,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'ordering': ['seq'],
-                'indexes': [models.Index(fields=['published_at', 'seq'], name='outbox_unpublished'), models.Index(fields=['handled_at', 'seq'], name='outbox_unhandled')],
+                'indexes': [models.Index(fields=['published_at', 'seq'], name='outbox_event_unpublished'), models.Index(fields=['handled_at', 'seq'], name='outbox_event_unhandled')],
             },
         ),
     ]

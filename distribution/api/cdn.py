@@ -35,7 +35,10 @@ def _team_endpoints(request):
 
 
 class CdnEndpointListView(APIView):
-    @extend_schema(responses=inline_serializer("CdnEndpointList", {"endpoints": serializers.ListField()}))
+    @extend_schema(
+        operation_id="cdn_list_endpoints",
+        responses=inline_serializer("CdnEndpointList", {"endpoints": serializers.ListField()}),
+    )
     def get(self, request):
         paginator = PageNumberLinksPagination()
         page = paginator.paginate_queryset(_team_endpoints(request), request, view=self)

@@ -81,7 +81,10 @@ def _invalid(error: Invalid) -> Unprocessable:
 
 
 class LoadBalancerListView(APIView):
-    @extend_schema(responses=inline_serializer("LoadBalancerList", {"load_balancers": serializers.ListField()}))
+    @extend_schema(
+        operation_id="load_balancers_list",
+        responses=inline_serializer("LoadBalancerList", {"load_balancers": serializers.ListField()}),
+    )
     def get(self, request):
         paginator = PageNumberLinksPagination()
         page = paginator.paginate_queryset(_team_lbs(request), request, view=self)

@@ -10,6 +10,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from certificates.models import Certificate
+from distribution.models import CdnEndpoint, DatabaseCluster, LoadBalancer, Node, Webhook
 from dns_zones import services
 
 pytestmark = pytest.mark.django_db
@@ -37,7 +38,22 @@ def owner_objects(team):
     certificate = Certificate.objects.create(
         team=team, name="acme-only-cert", dns_names=["secret-acme.test"], names_key="secret-acme.test"
     )
-    return {"domain_name": zone.name, "record_id": record.id, "certificate_id": certificate.pk}
+    lb_node = Node.objects.create(name="lb1", kind=Node.Kind.HAPROXY)
+    lb = LoadBalancer.objects.create(team=team, node=lb_node, name="secret-acme-lb", region="nyc3", ip="127.0.80.9")
+    edge = Node.objects.create(name="edge1", kind=Node.Kind.NGINX, address="127.0.90.9", port=443)
+    endpoint = CdnEndpoint.objects.create(
+        team=team, node=edge, origin="secret-acme.test", endpoint="secret-acme.cdn.certhub.test"
+    )
+    db_node = Node.objects.create(name="db1", kind=Node.Kind.MARIADB, address="127.0.91.9", port=3306)
+    cluster = DatabaseCluster.objects.create(
+        team=team, node=db_node, name="secret-acme-db", size="db-s-1vcpu-1gb", region="nyc3",
+        host="secret-acme-db.db1.db.certhub.test", db_name="db_acme", db_user="u_acme", password="acme-only-pw",
+    )  # fmt: skip
+    webhook = Webhook.objects.create(team=team, url="https://secret-acme.test/hook", secret="whsec_acme-only")
+    return {
+        "domain_name": zone.name, "record_id": record.id, "certificate_id": certificate.pk, "lb_id": lb.pk,
+        "cdn_id": endpoint.pk, "cluster_id": cluster.pk, "webhook_id": webhook.pk,
+    }  # fmt: skip
 
 
 def test_every_v2_route_is_404_for_another_team(outsider_api, owner_objects):
@@ -63,6 +79,8 @@ def test_every_v2_route_is_404_for_another_team(outsider_api, owner_objects):
                 }
             assert "acme-only" not in r.content.decode()
     assert Certificate.objects.filter(name="acme-only-cert").exists()
+    assert LoadBalancer.objects.filter(name="secret-acme-lb").exists() and Webhook.objects.exists()
+    assert CdnEndpoint.objects.exists() and DatabaseCluster.objects.exists()
 
 
 def test_the_owner_reaches_the_same_routes(api, owner_objects):

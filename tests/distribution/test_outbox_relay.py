@@ -94,7 +94,7 @@ def test_no_key_material_reaches_the_database_or_the_stream(certificate, shared_
 
     assert "PRIVATE KEY" not in json.dumps(OutboxEvent.objects.get().payload)
     with connection.cursor() as cursor:  # the stored text, not what Django decodes from it
-        cursor.execute("SELECT payload FROM distribution_outboxevent")
+        cursor.execute("SELECT payload FROM certhub_outboxevent")
         assert "PRIVATE KEY" not in cursor.fetchone()[0]
     [(_, fields)] = shared_redis.xrange(stream)
     assert "PRIVATE KEY" not in json.dumps(fields)
@@ -117,7 +117,7 @@ def test_relay_publishes_in_order_once_and_marks_published(team, shared_redis, s
     assert [fields["kind"] for _, fields in entries] == [Kind.VERSION_CREATED, Kind.FAILED, Kind.DELETED]
     _, created = entries[0]
     assert created["team_id"] == str(team.pk)
-    assert created["certificate_id"] == str(first.pk)
+    assert created["subject_id"] == str(first.pk)
     assert json.loads(created["payload"])["version"]["serial"] == version.serial
 
     assert outbox.relay(client=shared_redis, stream=stream) == 0

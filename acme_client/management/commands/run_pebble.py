@@ -36,10 +36,14 @@ class Command(BaseCommand):
             log=sys.stdout,
         )
         try:
+            # Pebble makes a new root at every start: keep it where clients (curl --cacert) find it.
+            root = settings.DATA_DIR / "pebble" / "root.pem"
+            root.write_text(pebble.root_pem())
             self.stdout.write(
                 f"Pebble is running, validating through DNS at {host}:{dns_port}. Use:\n"
                 f"  ACME_DIRECTORY_URL={pebble.directory_url}\n"
                 f"  ACME_CA_BUNDLE={pebble.ca_bundle}\n"
+                f"The root of the certificates it issues is in {root}.\n"
             )
             self.stdout.flush()
             pebble.process.wait()
