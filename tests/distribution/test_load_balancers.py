@@ -221,3 +221,35 @@ def test_bad_requests_get_a_422_naming_the_field(api, lb_setup):
     r = api.post("/v2/load_balancers", {**lb_body("", backend), "region": None}, format="json")
     assert r.status_code == 422 and "region" in r.json()["errors"]
     assert LoadBalancer.objects.count() == 0
+
+
+def test_a_node_down_holds_up_no_other_node_and_the_team_hears_when_retries_run_out(api, lb_setup, settings):
+    from django.core import mail
+
+    process, node, backend = lb_setup
+    settings.CERTHUB_DELIVERY_RETRY_BUDGET_SECONDS = 3
+    certificate = issue(api, "shop", ["shop.alpha.test"])
+    with haproxy_node("lb-other") as (_, other_node):
+        first = api.post("/v2/load_balancers", lb_body(certificate["id"], backend, name="a"), format="json")
+        second = api.post("/v2/load_balancers", lb_body(certificate["id"], backend, name="b"), format="json")
+        a, b = first.json()["load_balancer"], second.json()["load_balancer"]
+        assert {LoadBalancer.objects.get(pk=a["id"]).node_id, LoadBalancer.objects.get(pk=b["id"]).node_id} == {
+            node.pk, other_node.pk,
+        }  # fmt: skip
+        wait_for(lambda: verified(certificate["id"], a["id"]) and verified(certificate["id"], b["id"]))
+        down, up = (a, b) if LoadBalancer.objects.get(pk=a["id"]).node_id == node.pk else (b, a)
+
+        process.stop()
+        api.post(f"/v2/certificates/{certificate['id']}/actions", {"type": "renew"}, format="json")
+        fresh = wait_for(lambda: verified(certificate["id"], up["id"]), what="the other node, not held up")
+        assert fresh.attempts == 1
+
+        def failed():
+            return Deployment.objects.filter(target_id=down["id"], status=Deployment.Status.FAILED).first()
+
+        gave_up = wait_for(failed, timeout=30, what="retries to run out")
+        assert gave_up.attempts >= 2 and "does not answer" in gave_up.last_error
+        notice = wait_for(lambda: [m for m in mail.outbox if "could not be deployed" in m.subject])
+        assert notice[0].to == ["owner@example.test"]
+        assert notice[0].subject == f"Certificate shop could not be deployed to {down['name']}"
+        assert "PRIVATE KEY" not in notice[0].body
