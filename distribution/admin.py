@@ -1,5 +1,6 @@
 """Operators' admin for nodes, products and deployments; secrets are never shown."""
 
+from django import forms
 from django.contrib import admin
 
 from distribution.models import (
@@ -14,13 +15,35 @@ from distribution.models import (
 )
 
 
+class NodeForm(forms.ModelForm):
+    """The node's secret is write-only: a new one may be set, the stored one is never shown."""
+
+    new_secret = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=False),
+        help_text="A database node's admin password. Leave empty to keep the stored one; it is never shown.",
+    )  # fmt: skip
+
+    class Meta:
+        model = Node
+        fields = [
+            "name", "kind", "region", "address", "port", "config", "platform_domain", "certificate", "active",
+        ]  # fmt: skip
+
+    def save(self, commit: bool = True) -> Node:
+        node = super().save(commit=False)
+        if self.cleaned_data.get("new_secret"):
+            node.secret = self.cleaned_data["new_secret"]
+        if commit:
+            node.save()
+        return node
+
+
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
+    form = NodeForm
     list_display = ["name", "kind", "region", "address", "port", "active", "applied_generation", "config_generation"]
     list_filter = ["kind", "active"]
     search_fields = ["name", "address"]
-    # `secret` (a database node's admin password) is set by run_node or register_node, never shown.
-    exclude = ["secret", "busy_until"]
     readonly_fields = ["config_generation", "applied_generation"]
 
 
