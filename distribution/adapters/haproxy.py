@@ -8,6 +8,7 @@ no reload, no dropped connection. The node's configuration is rendered whole fro
 and applied with one reload when listeners change.
 """
 
+import json
 from pathlib import Path
 
 from certificates.models import Certificate, CertificateVersion
@@ -24,6 +25,15 @@ def bundle_pem(version: CertificateVersion) -> str:
     """What a crt file holds: leaf, chain, key. Decrypts the key: call only while deploying."""
     parts = [version.leaf_pem, version.chain_pem, version.private_key_pem]
     return "".join(part if part.endswith("\n") else part + "\n" for part in parts if part)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
+    write_atomic(path, text)
 
 
 class HAProxyAdapter(Adapter):
@@ -46,9 +56,21 @@ class HAProxyAdapter(Adapter):
     def crt_list_path(self, lb_id, port: int) -> Path:
         return self.haproxy.cert_dir / f"lb-{lb_id}-{port}.crtlist"
 
+    @property
+    def manifest_path(self) -> Path:
+        return self.haproxy.cert_dir / "versions.json"
+
+    def _manifest(self) -> dict[str, int]:
+        """Which version each crt file holds, so a reconfiguration rewrites (and decrypts) only what changed."""
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
     def apply_config(self) -> None:
         frontends = []
         wanted: set[Path] = set()
+        manifest = self._manifest()
         lbs = LoadBalancer.objects.filter(node=self.node).prefetch_related("forwarding_rules__certificate")
         for lb in lbs:
             for rule in lb.forwarding_rules.all():
@@ -60,10 +82,12 @@ class HAProxyAdapter(Adapter):
                     certificate = rule.certificate
                     if certificate is not None and certificate.current_version_id is not None:
                         path = self.cert_path(lb.pk, certificate.pk)
-                        self._write(path, CertificateVersion.objects.get(pk=certificate.current_version_id))
+                        if manifest.get(path.name) != certificate.current_version_id or not path.exists():
+                            self._write(path, CertificateVersion.objects.get(pk=certificate.current_version_id))
+                            manifest[path.name] = certificate.current_version_id
                         default = path
                         wanted.add(path)
-                    write_atomic(crt_list, render_crt_list(entries))
+                    _write_if_changed(crt_list, render_crt_list(entries))
                     wanted.add(crt_list)
                 # Passthrough forwards the client's own TLS: HAProxy adds none towards the targets.
                 target_protocol = "https" if rule.target_protocol == "https" and kind != "passthrough" else "http"
@@ -80,6 +104,9 @@ class HAProxyAdapter(Adapter):
             frontends, runtime_socket=self.haproxy.runtime_socket,
             fallback_certificate=self.haproxy.fallback_certificate,
         )  # fmt: skip
+        write_atomic(
+            self.manifest_path, json.dumps({k: v for k, v in manifest.items() if k in {p.name for p in wanted}})
+        )
         try:
             self.haproxy.write_config(config)
             self.haproxy.reload()
@@ -97,10 +124,12 @@ class HAProxyAdapter(Adapter):
     def deploy(self, deployments: list[Deployment]) -> None:
         loaded = None
         unloaded = False
+        manifest = self._manifest()
         for deployment in deployments:
             version = CertificateVersion.objects.get(pk=deployment.version_id)
             path = self.cert_path(deployment.target_id, deployment.certificate_id)
             pem = self._write(path, version)
+            manifest[path.name] = version.pk
             try:
                 if loaded is None:
                     loaded = set(self.haproxy.runtime.show_certificates())
@@ -109,7 +138,9 @@ class HAProxyAdapter(Adapter):
                 else:
                     unloaded = True
             except (HAProxyError, OSError) as e:
+                write_atomic(self.manifest_path, json.dumps(manifest))
                 raise AdapterError(f"load balancer node {self.node.name}: {e}") from None
+        write_atomic(self.manifest_path, json.dumps(manifest))
         if unloaded:
             # A certificate's first version (its rules waited with empty crt-lists): the listeners
             # change, which is the one case for a reload.
