@@ -311,6 +311,8 @@ if CERTHUB_OUTBOX_RETENTION_DAYS < 1:
 CERTHUB_OUTBOX_HANDLERS = envlist("CERTHUB_OUTBOX_HANDLERS", "distribution.events.handle")
 # Functions naming what uses a certificate (refusing its deletion): one per app that attaches certificates.
 CERTHUB_CERTIFICATE_USERS = ["distribution.attach.users_of"]
+# Functions saying where a certificate is served (uses and deployments, with links), for its page.
+CERTHUB_CERTIFICATE_WHERE_SERVED = ["distribution.selectors.where_served"]
 
 # Delivery of certificate versions to the nodes that serve them (distribution/).
 CERTHUB_DELIVERY_RETRY_BUDGET_SECONDS = envint("CERTHUB_DELIVERY_RETRY_BUDGET_SECONDS", 3 * 3600)

@@ -22,6 +22,7 @@ urlpatterns = [
     path("v2/", include("distribution.api_urls")),
     path("zones/", include("dns_zones.urls")),
     path("certificates/", include("certificates.urls")),
+    path("products/", include("distribution.urls")),
     path("tokens/", views.token_list, name="token_list"),
     path("tokens/<int:token_id>/revoke", views.token_revoke, name="token_revoke"),
 ]

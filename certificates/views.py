@@ -1,7 +1,9 @@
 """Control-panel pages for certificates; every lookup is scoped to the session's team."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
 
 from certhub.tenancy import team_required
@@ -73,6 +75,7 @@ def certificate_detail(request, certificate_id):
             steps.append({"label": step.label, "done": reached and not current, "current": current})
             reached = reached and not current
     versions = certificate.versions.order_by("-created_at").defer("private_key_pem")
+    uses, served = _where_served(certificate, versions)
     return render(
         request,
         "certificates/certificate_detail.html",
@@ -84,8 +87,26 @@ def certificate_detail(request, certificate_id):
             "key_types": KeyType.choices,
             "upload_form": CustomUploadForm(),
             "names_outside_zones": services.names_outside_zones(certificate),
+            "uses": uses,
+            "served": served,
         },
     )
+
+
+def _where_served(certificate: Certificate, versions) -> tuple[list[dict], list[dict]]:
+    """What uses the certificate, and each version with its deployments, from the apps that serve certificates.
+
+    They are named by dotted path in CERTHUB_CERTIFICATE_WHERE_SERVED (this app imports none of
+    them); each returns {"uses": [...], "deployments": [...]} of plain values and links.
+    """
+    uses, by_version = [], {}
+    for path in settings.CERTHUB_CERTIFICATE_WHERE_SERVED:
+        found = import_string(path)(certificate)
+        uses += found["uses"]
+        for deployment in found["deployments"]:
+            by_version.setdefault(deployment["version_id"], []).append(deployment)
+    served = [{"version": v, "deployments": by_version[v.pk]} for v in versions if v.pk in by_version]
+    return uses, served
 
 
 @require_POST
