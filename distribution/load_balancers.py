@@ -227,8 +227,14 @@ def load_balancer_create(*, team: Team, data: Any) -> LoadBalancer:
 
 
 def load_balancer_update(*, lb: LoadBalancer, data: Any) -> LoadBalancer:
-    """PUT: the body replaces the load balancer's settings (omitted fields take their defaults)."""
+    """PUT: the body replaces the load balancer's settings (omitted fields take their defaults).
+
+    Except `target_addresses`, CertHub's addition: DigitalOcean's clients never send it (python-digitalocean's
+    save() sends back only DigitalOcean's keys), so an omitted list keeps the targets; `[]` clears them.
+    """
     cleaned = clean(lb.team, data)
+    if "target_addresses" not in data:
+        cleaned["target_addresses"] = lb.target_addresses
     if LoadBalancer.objects.filter(team=lb.team, name=cleaned["name"]).exclude(pk=lb.pk).exists():
         raise Invalid({"name": ["your team already has a load balancer with this name"]})
     with transaction.atomic():
