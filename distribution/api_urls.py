@@ -11,6 +11,8 @@ urlpatterns = [
     path("load_balancers", load_balancers.LoadBalancerListView.as_view()),
     path("load_balancers/<uuid:lb_id>", load_balancers.LoadBalancerDetailView.as_view()),
     path("load_balancers/<uuid:lb_id>/forwarding_rules", load_balancers.ForwardingRulesView.as_view()),
+    path("load_balancers/<uuid:lb_id>/droplets", load_balancers.DropletsView.as_view()),
+    path("load_balancers/<uuid:lb_id>/cache", load_balancers.CacheView.as_view()),
     path("webhooks", webhooks.WebhookListView.as_view()),
     path("webhooks/<int:webhook_id>", webhooks.WebhookDetailView.as_view()),
     path("webhooks/<int:webhook_id>/deliveries", webhooks.WebhookDeliveryListView.as_view()),

@@ -15,6 +15,8 @@ from distribution import load_balancers as services
 from distribution.models import LoadBalancer
 from dns_zones.services import Invalid
 
+DROPLETS_MEANINGLESS = "there are no droplets here; set target_addresses with PUT /v2/load_balancers/{id}"
+
 
 def region_object(slug: str) -> dict:
     return {"name": slug, "slug": slug, "features": ["load_balancers"], "available": True, "sizes": ["lb-small"]}
@@ -136,4 +138,32 @@ class ForwardingRulesView(APIView):
             services.rules_remove(lb=lb, data=json_object(request))
         except Invalid as e:
             raise _invalid(e) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+DROPLETS_SCHEMA = inline_serializer(
+    "DropletIds", {"droplet_ids": serializers.ListField(child=serializers.IntegerField())}
+)
+
+
+class DropletsView(APIView):
+    """DigitalOcean's droplet membership: droplets mean nothing here, so say what to use instead."""
+
+    @extend_schema(operation_id="load_balancers_add_droplets", request=DROPLETS_SCHEMA, responses={422: None})
+    def post(self, request, lb_id):
+        get_object_or_404(_team_lbs(request), pk=lb_id)
+        raise Unprocessable({"droplet_ids": [DROPLETS_MEANINGLESS]})
+
+    @extend_schema(operation_id="load_balancers_remove_droplets", request=DROPLETS_SCHEMA, responses={422: None})
+    def delete(self, request, lb_id):
+        get_object_or_404(_team_lbs(request), pk=lb_id)
+        raise Unprocessable({"droplet_ids": [DROPLETS_MEANINGLESS]})
+
+
+class CacheView(APIView):
+    """DigitalOcean's `DELETE /v2/load_balancers/{id}/cache`: CertHub's load balancers keep no cache."""
+
+    @extend_schema(operation_id="load_balancers_delete_cache", responses={204: None})
+    def delete(self, request, lb_id):
+        get_object_or_404(_team_lbs(request), pk=lb_id)
         return Response(status=status.HTTP_204_NO_CONTENT)

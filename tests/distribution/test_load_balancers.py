@@ -223,6 +223,18 @@ def test_bad_requests_get_a_422_naming_the_field(api, lb_setup):
     assert LoadBalancer.objects.count() == 0
 
 
+def test_droplets_are_refused_with_what_to_use_and_the_cache_has_nothing_to_clear(api, lb_setup):
+    _, _, backend = lb_setup
+    rules = [lb_body("", backend)["forwarding_rules"][1]]
+    lb = api.post("/v2/load_balancers", {**lb_body("", backend), "forwarding_rules": rules}, format="json").json()
+    path = f"/v2/load_balancers/{lb['load_balancer']['id']}"
+    r = api.post(f"{path}/droplets", {"droplet_ids": [3164444]}, format="json")
+    assert r.status_code == 422 and "target_addresses" in r.json()["errors"]["droplet_ids"][0]
+    assert api.delete(f"{path}/droplets", {"droplet_ids": [3164444]}, format="json").status_code == 422
+    assert api.delete(f"{path}/cache").status_code == 204
+    assert LoadBalancer.objects.get().target_addresses == [backend.host]
+
+
 def test_a_node_down_holds_up_no_other_node_and_the_team_hears_when_retries_run_out(api, lb_setup, settings):
     from django.core import mail
 

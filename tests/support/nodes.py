@@ -3,6 +3,7 @@
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,8 +22,16 @@ def haproxy_node(name: str = "lb-test") -> Iterator[tuple[HAProxyNode, Node]]:
     try:
         yield process, node
     finally:
+        wait_idle(node)
         process.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def wait_idle(node: Node, timeout: float = 20) -> None:
+    """Wait (bounded) until no delivery holds the node, so stopping it strands no worker mid-reload."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and Node.objects.filter(pk=node.pk, busy_until__isnull=False).exists():
+        time.sleep(0.05)
 
 
 class Backend:
