@@ -132,9 +132,9 @@ class HAProxyAdapter(Adapter):
             manifest[path.name] = version.pk
             try:
                 if loaded is None:
-                    loaded = set(self.haproxy.runtime.show_certificates())
+                    loaded = self._loaded_certificates()
                 if str(path) in loaded:
-                    self.haproxy.runtime.set_certificate(str(path), pem)
+                    self.haproxy.runtime.set_certificate(str(path), pem, loaded=loaded)
                 else:
                     unloaded = True
             except (HAProxyError, OSError) as e:
@@ -145,6 +145,18 @@ class HAProxyAdapter(Adapter):
             # A certificate's first version (its rules waited with empty crt-lists): the listeners
             # change, which is the one case for a reload.
             self.apply_config()
+
+    def _loaded_certificates(self) -> set[str]:
+        """The crt files in the worker's memory, after aborting a swap a dead worker left open.
+
+        Only the holder of the node's delivery lease swaps certificates, so an open transaction is a
+        leftover, never a swap in progress.
+        """
+        runtime = self.haproxy.runtime
+        stale = runtime.open_transaction()
+        if stale is not None:
+            runtime.abort_certificate(stale)
+        return set(runtime.show_certificates())
 
     def probe(self, deployment: Deployment) -> str:
         lb = LoadBalancer.objects.filter(pk=deployment.target_id).first()

@@ -317,23 +317,34 @@ class RuntimeAPI:
         """Return the crt files HAProxy holds in memory."""
         return self._show_ssl_cert()["filename"]
 
+    def abort_certificate(self, path: str) -> None:
+        """Abort the open certificate transaction on `path` (left by a writer that died mid-swap)."""
+        self._expect(f"abort ssl cert {path}", "Transaction aborted")
+
     def open_transaction(self) -> str | None:
         """Return the crt file whose certificate transaction is open (set but neither committed nor aborted)."""
         transactions = self._show_ssl_cert()["transaction"]
         return transactions[0] if transactions else None
 
-    def set_certificate(self, path: str, pem: str) -> None:
+    def set_certificate(self, path: str, pem: str, *, loaded: set[str] | None = None) -> None:
         """Make HAProxy serve `pem` (leaf, chain and key) as crt file `path`, loading it first if unknown.
 
         Changes memory only; write the file too so a reload keeps it. HAProxy 2.6 keeps one certificate
         transaction at a time and puts a `set ssl cert` for any file into the open one, so this refuses
         while another file's transaction is open; callers on one node take turns.
+
+        A caller swapping many certificates in one turn passes `loaded` (from `show_certificates`, after
+        checking `open_transaction` once) instead of having the whole list read again for each one.
         """
-        sections = self._show_ssl_cert()
-        if sections["transaction"] and sections["transaction"][0] != path:
-            raise HAProxyError(f"a certificate transaction is open on {sections['transaction'][0]}; not touching it")
+        if loaded is None:
+            sections = self._show_ssl_cert()
+            if sections["transaction"] and sections["transaction"][0] != path:
+                raise HAProxyError(
+                    f"a certificate transaction is open on {sections['transaction'][0]}; not touching it"
+                )
+            loaded = set(sections["filename"])
         created = False
-        if path not in sections["filename"]:
+        if path not in loaded:
             self._expect(f"new ssl cert {path}", "New empty certificate store")
             created = True
         try:

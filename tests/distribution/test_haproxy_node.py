@@ -375,3 +375,18 @@ def test_render_crt_list_writes_one_line_per_certificate_with_its_sni_filters():
     assert text == "/certs/a.pem a.example.test *.a.example.test\n/certs/b.pem\n"
     with pytest.raises(ValueError, match="invalid SNI filter"):
         render_crt_list([(Path("/certs/a.pem"), ["a b"])])
+
+
+
+def test_a_swap_left_open_by_a_dead_writer_is_aborted_and_a_listed_swap_needs_no_listing(site):
+    runtime = site.node.runtime
+    # A writer killed between `set` and `commit` leaves the transaction open.
+    runtime.command(f"set ssl cert {site.cert_path}", crt_file(site.b))
+    assert runtime.open_transaction() == str(site.cert_path)
+    runtime.abort_certificate(str(site.cert_path))
+    assert runtime.open_transaction() is None
+    assert served_serial(site.port, WWW) == site.a.cert.serial_number  # the aborted swap changed nothing
+
+    loaded = set(runtime.show_certificates())
+    runtime.set_certificate(str(site.cert_path), crt_file(site.b), loaded=loaded)
+    assert served_serial(site.port, WWW) == site.b.cert.serial_number
