@@ -377,7 +377,6 @@ def test_render_crt_list_writes_one_line_per_certificate_with_its_sni_filters():
         render_crt_list([(Path("/certs/a.pem"), ["a b"])])
 
 
-
 def test_a_swap_left_open_by_a_dead_writer_is_aborted_and_a_listed_swap_needs_no_listing(site):
     runtime = site.node.runtime
     # A writer killed between `set` and `commit` leaves the transaction open.

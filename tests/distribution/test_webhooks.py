@@ -76,9 +76,7 @@ def wait_for(predicate, timeout: float = 20):
     raise AssertionError("timed out")
 
 
-def test_a_new_version_is_posted_signed_and_retried_until_accepted(
-    api, receiver, settings, tmp_path, celery_worker
-):
+def test_a_new_version_is_posted_signed_and_retried_until_accepted(api, receiver, settings, tmp_path, celery_worker):
     r = api.post("/v2/webhooks", {"url": receiver.url}, format="json")
     assert r.status_code == 201, r.content
     webhook = r.json()["webhook"]
