@@ -62,6 +62,7 @@ test: system-packages-test $(VENV)/.installed
 	DEBUG=0 SECRET_KEY=test-only-secret-key-not-for-production-use-0123456789 \
 	CERTHUB_ENCRYPTION_KEYS=$$($(PY) -c 'import base64; print(base64.urlsafe_b64encode(b"t"*32).decode())') \
 	SECURE_SSL_REDIRECT=0 ALLOWED_HOSTS=testserver,localhost,127.0.0.1 \
+	CERTHUB_ALLOW_PRIVATE_TARGETS=1 \
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	EMAIL_BACKEND=django.core.mail.backends.locmem.EmailBackend \
 	$(PY) -m pytest $(PYTEST_ARGS)

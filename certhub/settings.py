@@ -329,11 +329,13 @@ except ValueError:
 CERTHUB_PLATFORM_TEAM = envstr("CERTHUB_PLATFORM_TEAM", "platform")
 CERTHUB_CDN_ZONE = envstr("CERTHUB_CDN_ZONE", "cdn.certhub.test")
 CERTHUB_DATABASE_ZONE = envstr("CERTHUB_DATABASE_ZONE", "db.certhub.test")
+# No other team may host these, or anything above or below them.
+CERTHUB_PLATFORM_ZONES = [CERTHUB_CDN_ZONE, CERTHUB_DATABASE_ZONE]
 
 # Customers' webhooks: where the events point for the public chain, and whether a webhook may
 # name a loopback or private address (off in production: no requests into the platform's network).
 CERTHUB_PUBLIC_URL = envstr("CERTHUB_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
-CERTHUB_WEBHOOK_ALLOW_PRIVATE = envbool("CERTHUB_WEBHOOK_ALLOW_PRIVATE", DEBUG)
+CERTHUB_ALLOW_PRIVATE_TARGETS = envbool("CERTHUB_ALLOW_PRIVATE_TARGETS", DEBUG)
 CERTHUB_WEBHOOK_TIMEOUT = envfloat("CERTHUB_WEBHOOK_TIMEOUT", 5.0)
 
 _sweep_offset = int(hashlib.sha256(SECRET_KEY.encode()).hexdigest(), 16)

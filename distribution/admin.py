@@ -1,8 +1,10 @@
 """Operators' admin for nodes, products and deployments; secrets are never shown."""
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 
+from distribution import cdn, databases, load_balancers
 from distribution.models import (
     CdnEndpoint,
     DatabaseCluster,
@@ -29,6 +31,15 @@ class NodeForm(forms.ModelForm):
             "name", "kind", "region", "address", "port", "config", "platform_domain", "certificate", "active",
         ]  # fmt: skip
 
+    def clean_certificate(self):
+        certificate = self.cleaned_data.get("certificate")
+        if certificate is not None and certificate.team.name != settings.CERTHUB_PLATFORM_TEAM:
+            # A database node serves its certificate to every customer: never a customer's own.
+            raise forms.ValidationError(
+                f"must be a certificate of the platform team {settings.CERTHUB_PLATFORM_TEAM!r}"
+            )
+        return certificate
+
     def save(self, commit: bool = True) -> Node:
         node = super().save(commit=False)
         if self.cleaned_data.get("new_secret"):
@@ -47,14 +58,35 @@ class NodeAdmin(admin.ModelAdmin):
     readonly_fields = ["config_generation", "applied_generation"]
 
 
+class ProductAdmin(admin.ModelAdmin):
+    """Products are the customers': operators look and may delete, through the same services as the API."""
+
+    delete_service = None
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def delete_model(self, request, obj) -> None:
+        self.delete_service(obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for obj in queryset:
+            self.delete_service(obj)
+
+
 class ForwardingRuleInline(admin.TabularInline):
     model = ForwardingRule
     extra = 0
-    raw_id_fields = ["certificate"]
+    fields = ["entry_protocol", "entry_port", "target_protocol", "target_port", "certificate", "tls_passthrough"]
+    readonly_fields = fields
 
 
 @admin.register(LoadBalancer)
-class LoadBalancerAdmin(admin.ModelAdmin):
+class LoadBalancerAdmin(ProductAdmin):
+    delete_service = staticmethod(lambda lb: load_balancers.load_balancer_delete(lb=lb))
     list_display = ["name", "team", "ip", "node", "status", "created_at"]
     list_filter = ["status", "node"]
     search_fields = ["name", "ip", "=id"]
@@ -63,14 +95,16 @@ class LoadBalancerAdmin(admin.ModelAdmin):
 
 
 @admin.register(CdnEndpoint)
-class CdnEndpointAdmin(admin.ModelAdmin):
+class CdnEndpointAdmin(ProductAdmin):
+    delete_service = staticmethod(lambda endpoint: cdn.cdn_endpoint_delete(endpoint=endpoint))
     list_display = ["endpoint", "team", "custom_domain", "origin", "node", "created_at"]
     search_fields = ["endpoint", "custom_domain", "origin", "=id"]
     raw_id_fields = ["certificate"]
 
 
 @admin.register(DatabaseCluster)
-class DatabaseClusterAdmin(admin.ModelAdmin):
+class DatabaseClusterAdmin(ProductAdmin):
+    delete_service = staticmethod(lambda cluster: databases.cluster_delete(cluster=cluster))
     list_display = ["name", "team", "host", "node", "status", "created_at"]
     list_filter = ["status", "node"]
     search_fields = ["name", "host", "=id"]

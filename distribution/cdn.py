@@ -19,6 +19,7 @@ from certhub.names import NameError_, is_hostname_label, is_within, to_ascii
 from certificates.models import Certificate
 from certificates.validation import normalize_dns_name
 from distribution import attach, delivery, platform
+from distribution.addresses import check_public
 from distribution.delivery import TargetRef
 from distribution.models import CdnEndpoint, Deployment, Node
 from dns_zones.services import Invalid
@@ -41,13 +42,15 @@ def clean_origin(raw: Any) -> str:
         scheme, value = PLAIN_HTTP, value[len(PLAIN_HTTP) :]
     elif value.lower().startswith("https://"):
         value = value[len("https://") :]
-    match = _HOST_PORT.match(value.removesuffix("/"))  # a path beyond "/" is not an origin
+    match = _HOST_PORT.fullmatch(value.removesuffix("/"))  # a path beyond "/" is not an origin
     if match is None:
         raise Invalid({"origin": [ORIGIN_HELP]})
     host, port = match["host"], match["port"]
     if port is not None and not 1 <= int(port) <= 65535:
         raise Invalid({"origin": ["port must be from 1 to 65535"]})
-    return f"{scheme}{_origin_host(host)}" + (f":{int(port)}" if port is not None else "")
+    host = _origin_host(host)
+    check_public(host, "origin")
+    return f"{scheme}{host}" + (f":{int(port)}" if port is not None else "")
 
 
 def _origin_host(raw: str) -> str:

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from certificates.models import Certificate, CertificateVersion
 from distribution import notifications
-from distribution.adapters import AdapterError, adapter_for
+from distribution.adapters import AdapterError, TargetGone, adapter_for
 from distribution.models import CdnEndpoint, Deployment, LoadBalancer, Node
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,45 @@ log = logging.getLogger(__name__)
 Target = Deployment.Target
 Status = Deployment.Status
 NODE_LEASE_SECONDS = 120
+# The lease is renewed this often while a worker delivers: it only lapses when the worker died.
+LEASE_RENEW_SECONDS = 10
 BATCH = 1000
+
+
+class LeaseLost(Exception):
+    """Another worker took the node (this one stalled past its lease): stop without writing more."""
+
+
+class Lease:
+    """A worker's hold on a node: the busy_until value it wrote is its token."""
+
+    def __init__(self, node_id: int, until: datetime) -> None:
+        self.node_id = node_id
+        self.until = until
+        self.renewed = time.monotonic()
+
+    @classmethod
+    def claim(cls, node_id: int) -> "Lease | None":
+        now = timezone.now()
+        until = now + timedelta(seconds=NODE_LEASE_SECONDS)
+        claimed = (
+            Node.objects.filter(pk=node_id, active=True)
+            .filter(Q(busy_until__isnull=True) | Q(busy_until__lt=now))
+            .update(busy_until=until)
+        )
+        return cls(node_id, until) if claimed == 1 else None
+
+    def keep(self, *, force: bool = False) -> None:
+        """Renew the lease if it is due for it; raise LeaseLost if another worker holds the node now."""
+        if not force and time.monotonic() - self.renewed < LEASE_RENEW_SECONDS:
+            return
+        until = timezone.now() + timedelta(seconds=NODE_LEASE_SECONDS)
+        if Node.objects.filter(pk=self.node_id, busy_until=self.until).update(busy_until=until) != 1:
+            raise LeaseLost(f"node {self.node_id}: lease taken over")
+        self.until, self.renewed = until, time.monotonic()
+
+    def release(self) -> None:
+        Node.objects.filter(pk=self.node_id, busy_until=self.until).update(busy_until=None)
 
 
 @dataclass(frozen=True)
@@ -93,6 +131,12 @@ def plan(*, target: TargetRef, certificate: Certificate, version_id: int) -> Dep
         Deployment.objects.filter(
             target_kind=target.kind, target_id=target.id, certificate=certificate, status=Status.PENDING
         ).exclude(pk=deployment.pk).update(status=Status.SUPERSEDED)
+    elif deployment.status in (Status.FAILED, Status.SUPERSEDED):
+        # Attached again, or the target changed: this is a new try with a new retry budget.
+        Deployment.objects.filter(pk=deployment.pk).update(
+            status=Status.PENDING, attempts=0, last_error="", created_at=timezone.now(), next_attempt_at=timezone.now()
+        )
+        deployment.status = Status.PENDING
     if deployment.status == Status.PENDING:
         kick_on_commit(target.node_id)
     return deployment
@@ -126,33 +170,27 @@ def deliver_node(node_id: int) -> float | None:
     None when another worker holds the node: that one looks for new work before it lets go.
     """
     claimed = False
-    while _claim_node(node_id):
+    while (lease := Lease.claim(node_id)) is not None:
         claimed = True
         try:
-            _deliver_claimed(node_id)
+            applied = _deliver_claimed(node_id, lease)
+        except LeaseLost:
+            log.warning("node %s: another worker took over its deliveries", node_id)
+            return None
         finally:
-            Node.objects.filter(pk=node_id).update(busy_until=None)
-        # Work that arrived while this worker held the lease saw the node busy and left it here.
-        if not _has_due_work(node_id):
+            lease.release()
+        # Work that arrived while this worker held the lease saw the node busy and left it here. A
+        # configuration that failed to apply waits for the beat sweep (seconds), not a tight loop.
+        if not _has_due_work(node_id, config=applied):
             break
     return seconds_until_due(node_id) if claimed else None
 
 
-def _claim_node(node_id: int) -> bool:
-    now = timezone.now()
-    claimed = (
-        Node.objects.filter(pk=node_id, active=True)
-        .filter(Q(busy_until__isnull=True) | Q(busy_until__lt=now))
-        .update(busy_until=now + timedelta(seconds=NODE_LEASE_SECONDS))
-    )
-    return claimed == 1
-
-
-def _has_due_work(node_id: int) -> bool:
+def _has_due_work(node_id: int, *, config: bool = True) -> bool:
     node = Node.objects.filter(pk=node_id, active=True).first()
     if node is None:
         return False
-    return node.applied_generation != node.config_generation or _due(node_id).exists()
+    return (config and node.applied_generation != node.config_generation) or _due(node_id).exists()
 
 
 def _due(node_id: int):
@@ -171,35 +209,43 @@ def seconds_until_due(node_id: int) -> float | None:
     return max(0.0, (upcoming - timezone.now()).total_seconds())
 
 
-def _deliver_claimed(node_id: int) -> None:
+def _deliver_claimed(node_id: int, lease: Lease) -> bool:
+    """Deliver to the node while holding `lease`; return whether its configuration is applied."""
     node = Node.objects.get(pk=node_id)
     adapter = adapter_for(node)
+    applied = True
     if node.applied_generation != node.config_generation:
-        _apply_config(node, adapter)
+        applied = _apply_config(node, adapter)
+        lease.keep(force=True)
     while True:
         batch = _take_batch(node_id)
         if not batch:
-            return
-        _run_batch(adapter, batch)
-        Node.objects.filter(pk=node_id).update(busy_until=timezone.now() + timedelta(seconds=NODE_LEASE_SECONDS))
+            return applied
+        _run_batch(adapter, batch, lease)
+        lease.keep(force=True)
 
 
-def _apply_config(node: Node, adapter) -> None:
+def _apply_config(node: Node, adapter) -> bool:
     generation = node.config_generation
     try:
         adapter.apply_config()
-    except AdapterError as e:
-        log.warning("node %s: configuration not applied: %s", node.name, e)
-        LoadBalancer.objects.filter(node=node, status=LoadBalancer.Status.NEW).update(
-            status=LoadBalancer.Status.ERRORED, last_error=str(e)
+    except Exception as e:
+        message = str(e) if isinstance(e, AdapterError) else f"unexpected {type(e).__name__}"
+        log.warning(
+            "node %s: configuration not applied: %s", node.name, message, exc_info=not isinstance(e, AdapterError)
         )
-        return  # retried at the next delivery (beat), the generation still differs
+        # Customers see that it failed, not another team's configuration in the node's message.
+        LoadBalancer.objects.filter(node=node, status=LoadBalancer.Status.NEW).update(
+            status=LoadBalancer.Status.ERRORED, last_error="the load balancer node could not apply its configuration"
+        )
+        return False  # retried at the next delivery (beat), the generation still differs
     Node.objects.filter(pk=node.pk).update(applied_generation=generation)
     # A load balancer is active once its listeners are up: every certificate it uses has a version.
     for lb in LoadBalancer.objects.filter(node=node).exclude(status=LoadBalancer.Status.ACTIVE):
         waiting = lb.forwarding_rules.filter(certificate__isnull=False, certificate__current_version__isnull=True)
         if not waiting.exists():
             LoadBalancer.objects.filter(pk=lb.pk).update(status=LoadBalancer.Status.ACTIVE, last_error="")
+    return True
 
 
 def _take_batch(node_id: int) -> list[Deployment]:
@@ -218,13 +264,17 @@ def _take_batch(node_id: int) -> list[Deployment]:
     return batch
 
 
-def _run_batch(adapter, batch: list[Deployment]) -> None:
+def _run_batch(adapter, batch: list[Deployment], lease: Lease) -> None:
     started = time.monotonic()
+    lease.keep(force=True)
     try:
         adapter.deploy(batch)
         error = None
     except AdapterError as e:
         error = e
+    except Exception as e:  # a bug or an odd input must cost a retry, not leave the batch pending forever
+        log.exception("node %s: deploying a batch failed", adapter.node.name)
+        error = AdapterError(f"unexpected {type(e).__name__} while deploying")
     deploy_ms = (time.monotonic() - started) * 1000
     deployed_at = timezone.now()
     for deployment in batch:
@@ -232,10 +282,16 @@ def _run_batch(adapter, batch: list[Deployment]) -> None:
         if error is not None:
             _record_failure(deployment, str(error), permanent=error.permanent, duration_ms=deploy_ms)
             continue
+        lease.keep()
         probe_started = time.monotonic()
         try:
             served = adapter.probe(deployment)
-        except (AdapterError, OSError) as e:
+        except TargetGone as e:
+            Deployment.objects.filter(pk=deployment.pk, status=Status.PENDING).update(
+                status=Status.SUPERSEDED, last_error=str(e)
+            )
+            continue
+        except (AdapterError, OSError, ValueError) as e:
             _record_failure(
                 deployment, f"deployed, but the probe failed: {e}", permanent=False,
                 duration_ms=deploy_ms + (time.monotonic() - probe_started) * 1000, deployed_at=deployed_at,
@@ -253,7 +309,8 @@ def _run_batch(adapter, batch: list[Deployment]) -> None:
             LoadBalancer.objects.filter(pk=deployment.target_id).exclude(status=LoadBalancer.Status.ACTIVE).update(
                 status=LoadBalancer.Status.ACTIVE, last_error=""
             )
-        Deployment.objects.filter(pk=deployment.pk).update(
+        # Only a deployment still pending: one superseded meanwhile stays superseded.
+        Deployment.objects.filter(pk=deployment.pk, status=Status.PENDING).update(
             status=Status.VERIFIED, attempts=deployment.attempts, last_error="", duration_ms=round(duration_ms),
             deployed_at=deployed_at, verified_at=now, served_serial=served,
         )  # fmt: skip
@@ -278,7 +335,7 @@ def _record_failure(
     budget_left = deployment.created_at + timedelta(seconds=settings.CERTHUB_DELIVERY_RETRY_BUDGET_SECONDS) - now
     delay = retry_delay(deployment.attempts)
     give_up = permanent or budget_left.total_seconds() < delay
-    Deployment.objects.filter(pk=deployment.pk).update(
+    updated = Deployment.objects.filter(pk=deployment.pk, status=Status.PENDING).update(
         status=Status.FAILED if give_up else Status.PENDING, attempts=deployment.attempts, last_error=reason,
         duration_ms=round(duration_ms), deployed_at=deployed_at, served_serial=served_serial,
         next_attempt_at=now + timedelta(seconds=delay),
@@ -287,7 +344,7 @@ def _record_failure(
         "deployment %s (%s %s) failed (attempt %d%s): %s", deployment.pk, deployment.target_kind,
         deployment.target_name, deployment.attempts, ", giving up" if give_up else "", reason,
     )  # fmt: skip
-    if give_up:
+    if give_up and updated:
         transaction.on_commit(lambda: notifications.deployment_failed(deployment.pk), robust=True)
 
 

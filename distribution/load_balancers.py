@@ -16,12 +16,13 @@ from django.db.models import Count
 from certhub.models import Team
 from certificates.models import Certificate
 from distribution import attach, delivery
+from distribution.addresses import check_public
 from distribution.delivery import TargetRef
 from distribution.models import Deployment, ForwardingRule, LoadBalancer, Node
 from dns_zones.services import Invalid
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,254}$")
-REGION = re.compile(r"^[a-z]{2,6}[0-9]{1,2}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,254}")
+REGION = re.compile(r"[a-z]{2,6}[0-9]{1,2}")
 TLS_ENTRY = ("https", "http2")
 ENTRY_PROTOCOLS = ("http", "https", "http2", "tcp")
 UNSUPPORTED_PROTOCOLS = ("http3", "udp")
@@ -99,9 +100,13 @@ def clean_targets(raw: Any) -> list[str]:
     addresses = []
     for index, item in enumerate(raw):
         try:
-            addresses.append(str(ipaddress.ip_address(str(item))))
+            address = ipaddress.ip_address(item if isinstance(item, str) else "")
         except ValueError:
             raise Invalid({f"target_addresses[{index}]": ["must be an IPv4 or IPv6 address"]}) from None
+        if getattr(address, "scope_id", None) is not None:  # "fe80::1%eth0": the node's interfaces are not yours
+            raise Invalid({f"target_addresses[{index}]": ["must be an address without a %scope"]})
+        check_public(str(address), f"target_addresses[{index}]")
+        addresses.append(str(address))
     return sorted(set(addresses), key=addresses.index)
 
 
@@ -110,12 +115,12 @@ def clean(team: Team, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise Invalid({"": ["the request body must be a JSON object"]})
     name = data.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise Invalid({"name": ["is required: letters, digits, dashes and periods, at most 255"]})
     region = data.get("region")
     if isinstance(region, dict):  # python-digitalocean may send back the object it read
         region = region.get("slug")
-    if not isinstance(region, str) or not REGION.match(region):
+    if not isinstance(region, str) or not REGION.fullmatch(region):
         raise Invalid({"region": ["is required: a region slug such as nyc3"]})
     droplet_ids = data.get("droplet_ids")
     if droplet_ids not in (None, []) and not (
@@ -141,17 +146,18 @@ def clean(team: Team, data: Any) -> dict[str, Any]:
         raise Invalid({"algorithm": [f"must be one of {', '.join(ALGORITHMS)}"]})
     if cleaned["size"] not in SIZES:
         raise Invalid({"size": [f"must be one of {', '.join(SIZES)}"]})
-    if not isinstance(cleaned["size_unit"], int) or not 1 <= cleaned["size_unit"] <= 100:
+    size_unit = cleaned["size_unit"]
+    if isinstance(size_unit, bool) or not isinstance(size_unit, int) or not 1 <= size_unit <= 100:
         raise Invalid({"size_unit": ["must be an integer from 1 to 100"]})
     timeout = cleaned["http_idle_timeout_seconds"]
-    if not isinstance(timeout, int) or not 30 <= timeout <= 600:
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 30 <= timeout <= 600:
         raise Invalid({"http_idle_timeout_seconds": ["must be an integer from 30 to 600"]})
     return cleaned
 
 
 HEALTH_CHECK_DEFAULTS = {
     "protocol": "http", "port": 80, "path": "/", "check_interval_seconds": 10, "response_timeout_seconds": 5,
-    "healthy_threshold": 5, "unhealthy_threshold": 3,
+    "healthy_threshold": 3, "unhealthy_threshold": 5,
 }  # fmt: skip
 
 
@@ -180,11 +186,13 @@ def _sticky_sessions(raw: Any) -> dict[str, Any]:
         raise Invalid({"sticky_sessions.type": ["must be none or cookies"]})
     if raw.get("type", "none") == "none":
         return {"type": "none"}
-    return {
-        "type": "cookies",
-        "cookie_name": str(raw.get("cookie_name") or "DO-LB"),
-        "cookie_ttl_seconds": int(raw.get("cookie_ttl_seconds") or 300),
-    }
+    ttl = raw.get("cookie_ttl_seconds") or 300
+    name = raw.get("cookie_name") or "DO-LB"
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= 2_592_000:
+        raise Invalid({"sticky_sessions.cookie_ttl_seconds": ["must be a number of seconds up to 30 days"]})
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):
+        raise Invalid({"sticky_sessions.cookie_name": ["must be 1 to 40 letters, digits, '-' or '_'"]})
+    return {"type": "cookies", "cookie_name": name, "cookie_ttl_seconds": ttl}
 
 
 def _pick_node() -> Node:
@@ -270,9 +278,13 @@ def rules_remove(*, lb: LoadBalancer, data: Any) -> None:
         for index, item in enumerate(raw):
             if not isinstance(item, dict):
                 raise Invalid({f"forwarding_rules[{index}]": ["must be an object"]})
-            rule = lb.forwarding_rules.filter(
-                entry_port=item.get("entry_port"), entry_protocol=item.get("entry_protocol")
-            ).first()
+            port = _port(item.get("entry_port"), f"forwarding_rules[{index}].entry_port")
+            protocol = item.get("entry_protocol")
+            if protocol not in ENTRY_PROTOCOLS:
+                raise Invalid(
+                    {f"forwarding_rules[{index}].entry_protocol": [f"must be one of {', '.join(ENTRY_PROTOCOLS)}"]}
+                )
+            rule = lb.forwarding_rules.filter(entry_port=port, entry_protocol=protocol).first()
             if rule is None:
                 raise Invalid({f"forwarding_rules[{index}]": ["no such rule on this load balancer"]})
             matched.append(rule.pk)
@@ -305,6 +317,10 @@ def _changed(lb: LoadBalancer) -> None:
     """Reconfigure the node, and deploy each attached certificate's current version now."""
     delivery.node_changed(lb.node_id)
     target = TargetRef(Deployment.Target.LOAD_BALANCER, str(lb.pk), lb.name, lb.node_id)
-    certificates = Certificate.objects.filter(forwarding_rules__load_balancer=lb).distinct()
+    certificates = list(Certificate.objects.filter(forwarding_rules__load_balancer=lb).distinct())
+    # A certificate no rule uses any more is not deployed there (its key stays off the node).
+    Deployment.objects.filter(
+        target_kind=Deployment.Target.LOAD_BALANCER, target_id=str(lb.pk), status=Deployment.Status.PENDING
+    ).exclude(certificate__in=certificates).update(status=Deployment.Status.SUPERSEDED)
     for certificate in certificates:
         delivery.plan_current(target=target, certificate=certificate)

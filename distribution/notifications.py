@@ -26,7 +26,8 @@ def deployment_failed(deployment_id: int) -> None:
             f"CertHub could not put the new version of your certificate {deployment.certificate.name} on the "
             f"{kind} {deployment.target_name} after {deployment.attempts} attempts.\n"
             f"Last error: {deployment.last_error}\n"
-            "The target keeps serving the version it had. Deploy again from the certificate's page.\n",
+            "The target keeps serving the version it had. CertHub tries again when the certificate gets its "
+            "next version, or at once when you save the product or attach the certificate again.\n",
             settings.DEFAULT_FROM_EMAIL,
             recipients,
         )

@@ -7,11 +7,9 @@ public fields by certificates.events. Each delivery is signed with the team's se
 """
 
 import base64
-import ipaddress
 import json
 import logging
 import secrets
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -25,18 +23,14 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook as Signer
 
 from certhub.models import OutboxEvent, Team
+from distribution.addresses import refusal
 from distribution.models import Webhook, WebhookDelivery
+from dns_zones.services import Invalid
 
 log = logging.getLogger(__name__)
 Status = WebhookDelivery.Status
 CLAIM_SECONDS = 60
 RESPONSE_KEPT = 500
-
-
-class Invalid(Exception):
-    def __init__(self, errors: dict[str, list[str]]):
-        super().__init__(errors)
-        self.errors = errors
 
 
 def new_secret() -> str:
@@ -47,7 +41,13 @@ def clean_url(raw) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise Invalid({"url": ["is required"]})
     url = raw.strip()
-    parsed = urllib.parse.urlsplit(url)
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        parsed.port  # noqa: B018 (raises ValueError for a port that is not a number up to 65535)
+        if parsed.hostname:
+            parsed.hostname.encode("idna")
+    except (ValueError, UnicodeError):
+        raise Invalid({"url": ["must be an http:// or https:// URL with a valid host name and port"]}) from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise Invalid({"url": ["must be an http:// or https:// URL with a host name"]})
     if len(url) > 500:
@@ -133,12 +133,22 @@ def deliver(delivery_id: int, *, now: datetime | None = None) -> float | None:
     return None if expired else delay
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not a hop: following it would reach a URL no check has seen."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def _post(delivery: WebhookDelivery) -> tuple[int | None, str, str]:
     """POST the signed body; return (status, response text, error) and never raise."""
     url = delivery.webhook.url
-    refusal = _refuse_address(url)
-    if refusal:
-        return None, "", refusal
+    refused = refusal(urllib.parse.urlsplit(url).hostname or "")
+    if refused:
+        return None, "", refused
     payload = json.dumps(delivery.payload, separators=(",", ":"))
     sent_at = datetime.now(UTC)
     msg_id = f"msg_{delivery.event_id}"
@@ -156,26 +166,12 @@ def _post(delivery: WebhookDelivery) -> tuple[int | None, str, str]:
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=settings.CERTHUB_WEBHOOK_TIMEOUT) as response:  # noqa: S310
+        with _OPENER.open(request, timeout=settings.CERTHUB_WEBHOOK_TIMEOUT) as response:
             return response.status, response.read(RESPONSE_KEPT).decode(errors="replace"), ""
     except urllib.error.HTTPError as e:
         return e.code, e.read(RESPONSE_KEPT).decode(errors="replace"), f"answered HTTP {e.code}"
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         return None, "", f"could not connect: {reason}"
-
-
-def _refuse_address(url: str) -> str:
-    """Refuse a host that resolves to a loopback, private or link-local address (unless allowed)."""
-    if settings.CERTHUB_WEBHOOK_ALLOW_PRIVATE:
-        return ""
-    host = urllib.parse.urlsplit(url).hostname or ""
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError as e:
-        return f"could not resolve {host}: {e}"
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            return f"{host} resolves to {address}, which is not a public address"
-    return ""
+    except Exception as e:  # a URL the HTTP client cannot use must fail this attempt, not the task
+        return None, "", f"could not send: {type(e).__name__}"

@@ -52,6 +52,11 @@ def zone_create(*, team: Team, name: Any, ip_address: Any = None) -> Zone:
             address = ipaddress.IPv4Address(str(ip_address))
         except ValueError:
             raise Invalid({"ip_address": ["must be an IPv4 address"]}) from None
+    # The platform's own zones (CDN endpoint and database names) belong to the platform's team.
+    if team.name != settings.CERTHUB_PLATFORM_TEAM:
+        for reserved in settings.CERTHUB_PLATFORM_ZONES:
+            if reserved in parents(zone_name) or zone_name in parents(reserved):
+                raise Invalid({"name": [NAME_TAKEN]})
     # A zone inside or above another zone would let one team answer for another's names.
     candidates = set(parents(zone_name))
     overlapping = (

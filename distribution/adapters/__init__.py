@@ -5,7 +5,7 @@ A new one is added by copying a sibling module.
 
 from django.utils.module_loading import import_string
 
-from distribution.adapters.base import Adapter, AdapterError, Bundle
+from distribution.adapters.base import Adapter, AdapterError, Bundle, TargetGone
 
 ADAPTERS = {
     "haproxy": "distribution.adapters.haproxy.HAProxyAdapter",
@@ -18,4 +18,4 @@ def adapter_for(node) -> Adapter:
     return import_string(ADAPTERS[node.kind])(node)
 
 
-__all__ = ["ADAPTERS", "Adapter", "AdapterError", "Bundle", "adapter_for"]
+__all__ = ["ADAPTERS", "Adapter", "AdapterError", "Bundle", "TargetGone", "adapter_for"]

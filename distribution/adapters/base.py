@@ -13,6 +13,13 @@ class AdapterError(Exception):
         self.permanent = permanent
 
 
+class TargetGone(AdapterError):
+    """The target no longer uses the certificate (deleted or detached): nothing to deploy, nothing failed."""
+
+    def __init__(self, message: str):
+        super().__init__(message, permanent=True)
+
+
 @dataclass(frozen=True)
 class Bundle:
     """What a node needs of one certificate version, decrypted only for the moment of deployment."""

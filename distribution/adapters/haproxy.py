@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from certificates.models import Certificate, CertificateVersion
-from distribution.adapters.base import Adapter, AdapterError
+from distribution.adapters.base import Adapter, AdapterError, TargetGone
 from distribution.files import write_atomic
 from distribution.models import Deployment, LoadBalancer
 from distribution.nodes.haproxy import Frontend, HAProxyError, HAProxyNode, render_config, render_crt_list
@@ -161,11 +161,11 @@ class HAProxyAdapter(Adapter):
     def probe(self, deployment: Deployment) -> str:
         lb = LoadBalancer.objects.filter(pk=deployment.target_id).first()
         if lb is None:
-            raise AdapterError("the load balancer was deleted", permanent=True)
+            raise TargetGone("the load balancer was deleted")
         certificate = Certificate.objects.get(pk=deployment.certificate_id)
         ports = list(lb.forwarding_rules.filter(certificate=certificate).values_list("entry_port", flat=True))
         if not ports:
-            raise AdapterError("no rule of the load balancer uses the certificate any more", permanent=True)
+            raise TargetGone("no rule of the load balancer uses the certificate any more")
         sni = probe_name(certificate.dns_names)
         served = [tls_serial(lb.ip, port, sni) for port in ports]
         wrong = [serial for serial in served if serial != deployment.version.serial]

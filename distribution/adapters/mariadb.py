@@ -8,7 +8,7 @@ keep their TLS, new ones get the new files, and the process never restarts.
 from pathlib import Path
 
 from certificates.models import CertificateVersion
-from distribution.adapters.base import Adapter, AdapterError, Bundle
+from distribution.adapters.base import Adapter, AdapterError, Bundle, TargetGone
 from distribution.files import write_atomic
 from distribution.models import Deployment, Node
 from distribution.nodes.mariadb import MariaDBAdmin, MariaDBError, served_certificate
@@ -64,7 +64,7 @@ class MariaDBAdapter(Adapter):
             if target != (Deployment.Target.DATABASE_NODE, str(self.node.pk)):
                 raise AdapterError(f"{' '.join(target)} is not this node", permanent=True)
             if deployment.certificate_id != self.node.certificate_id:
-                raise AdapterError("the node no longer serves this certificate", permanent=True)
+                raise TargetGone("the node no longer serves this certificate")
         # Delivery only runs a certificate's current version, so every deployment here carries the same one.
         self._install(bundle_of(deployments[-1].version))
 

@@ -7,7 +7,7 @@ The node's config holds {"workdir": ...}, the directory of an nginx started by `
 from pathlib import Path
 
 from certificates.models import CertificateVersion
-from distribution.adapters.base import Adapter, AdapterError
+from distribution.adapters.base import Adapter, AdapterError, TargetGone
 from distribution.cdn import origin_parts
 from distribution.models import CdnEndpoint, Deployment
 from distribution.nodes.nginx import NginxError, NginxNode, Site
@@ -81,5 +81,5 @@ class NginxAdapter(Adapter):
     def probe(self, deployment: Deployment) -> str:
         endpoint = CdnEndpoint.objects.filter(pk=deployment.target_id, node=self.node).first()
         if endpoint is None or endpoint.certificate_id != deployment.certificate_id or not endpoint.custom_domain:
-            raise AdapterError(f"CDN endpoint {deployment.target_name} no longer uses this certificate", permanent=True)
+            raise TargetGone(f"CDN endpoint {deployment.target_name} no longer uses this certificate")
         return tls_serial(self.node.address, self.node.port, endpoint.custom_domain)

@@ -1,7 +1,8 @@
 """`/v2/databases`, as in DigitalOcean's API v2: create, list, get and destroy MySQL clusters.
 
-As DigitalOcean does, the connection details carry the user's password on create and on get;
-it is stored encrypted and appears nowhere else (no log line, no event).
+As DigitalOcean does, the connection details carry the user's password on create and on get,
+here only to tokens that may also change things (a read-only token sees "" instead); answers
+are not to be cached. The password is stored encrypted and appears nowhere else.
 """
 
 from urllib.parse import quote
@@ -13,16 +14,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from certhub.api_common import Unprocessable, error_body, json_object, request_team, timestamp
+from certhub.models import ApiToken
 from distribution import databases as services
 from distribution.models import DatabaseCluster
 from dns_zones.services import Invalid
 
 
-def connection_dict(cluster: DatabaseCluster) -> dict:
-    user, password = cluster.db_user, cluster.password
+def connection_dict(cluster: DatabaseCluster, *, with_password: bool = True) -> dict:
+    user, password = cluster.db_user, cluster.password if with_password else ""
     port = cluster.node.port
+    credentials = f"{user}:{quote(password, safe='')}" if password else user
     return {
-        "uri": f"mysql://{user}:{quote(password, safe='')}@{cluster.host}:{port}/{cluster.db_name}?ssl-mode=REQUIRED",
+        "uri": f"mysql://{credentials}@{cluster.host}:{port}/{cluster.db_name}?ssl-mode=REQUIRED",
         "database": cluster.db_name,
         "host": cluster.host,
         "port": port,
@@ -32,8 +35,8 @@ def connection_dict(cluster: DatabaseCluster) -> dict:
     }
 
 
-def database_dict(cluster: DatabaseCluster) -> dict:
-    connection = connection_dict(cluster)
+def database_dict(cluster: DatabaseCluster, *, with_password: bool = True) -> dict:
+    connection = connection_dict(cluster, with_password=with_password)
     return {
         "id": str(cluster.pk),
         "name": cluster.name,
@@ -49,10 +52,20 @@ def database_dict(cluster: DatabaseCluster) -> dict:
         "connection": connection,
         # One network here: the private connection is the public one.
         "private_connection": dict(connection),
-        "users": [{"name": cluster.db_user, "role": "primary", "password": cluster.password}],
+        "users": [{"name": cluster.db_user, "role": "primary", "password": connection["password"]}],
         "maintenance_window": None,
         "project_id": "",
     }
+
+
+def may_see_passwords(request) -> bool:
+    """Credentials go to tokens that may change things; a read-only token (a dashboard, say) gets none."""
+    return ApiToken.Scope.WRITE in request.auth.scopes
+
+
+def no_store(response: Response) -> Response:
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 DATABASE_SCHEMA = inline_serializer(
@@ -74,7 +87,8 @@ class DatabaseListView(APIView):
     )
     def get(self, request):
         clusters = services.clusters_of(request_team(request), tag=request.query_params.get("tag_name"))
-        return Response({"databases": [database_dict(cluster) for cluster in clusters]})
+        shown = may_see_passwords(request)
+        return no_store(Response({"databases": [database_dict(cluster, with_password=shown) for cluster in clusters]}))
 
     @extend_schema(operation_id="databases_create_cluster", request=DATABASE_SCHEMA, responses={201: DATABASE_SCHEMA})
     def post(self, request):
@@ -85,14 +99,14 @@ class DatabaseListView(APIView):
             raise Unprocessable(e.errors) from None
         except services.NodeUnavailable as e:
             return _unavailable(e)
-        return Response({"database": database_dict(cluster)}, status=status.HTTP_201_CREATED)
+        return no_store(Response({"database": database_dict(cluster)}, status=status.HTTP_201_CREATED))
 
 
 class DatabaseDetailView(APIView):
     @extend_schema(operation_id="databases_get_cluster", responses=DATABASE_SCHEMA)
     def get(self, request, cluster_id):
         cluster = get_object_or_404(services.clusters_of(request_team(request)), pk=cluster_id)
-        return Response({"database": database_dict(cluster)})
+        return no_store(Response({"database": database_dict(cluster, with_password=may_see_passwords(request))}))
 
     @extend_schema(operation_id="databases_destroy_cluster", responses={204: None})
     def delete(self, request, cluster_id):

@@ -47,7 +47,9 @@ class WebhookListView(APIView):
         except services.Invalid as e:
             raise Unprocessable(e.errors) from None
         # The signing secret is shown once, now; it is stored encrypted and never returned again.
-        return Response({"webhook": {**webhook_dict(webhook), "secret": secret}}, status=status.HTTP_201_CREATED)
+        response = Response({"webhook": {**webhook_dict(webhook), "secret": secret}}, status=status.HTTP_201_CREATED)
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 class WebhookDetailView(APIView):

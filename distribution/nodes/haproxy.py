@@ -70,6 +70,8 @@ def _check_path(path: Path | str) -> Path:
 
 def _address(ip: str, port: int) -> str:
     address = ipaddress.ip_address(ip)
+    if getattr(address, "scope_id", None) is not None:
+        raise ValueError(f"address {ip!r} has a scope, which HAProxy would read as more configuration")
     host = f"[{address}]" if address.version == 6 else str(address)
     return f"{host}:{port}"
 
@@ -115,7 +117,7 @@ class Frontend:
         self.targets = [(host, _check_port(port)) for host, port in self.targets]
         for host, _port in self.targets:
             if not _HOST.fullmatch(host):
-                ipaddress.ip_address(host)  # raises ValueError for anything that is neither
+                _address(host, 1)  # raises ValueError for anything that is neither (or an address with a %scope)
         if self.target_protocol not in ("http", "https"):
             raise ValueError(f"target_protocol must be http or https, not {self.target_protocol!r}")
         if self.kind == "passthrough" and self.target_protocol == "https":

@@ -281,3 +281,11 @@ def test_endpoints_go_to_the_edge_with_fewest_and_none_means_an_operator_must_st
     Node.objects.create(name="edge-off", kind=Node.Kind.NGINX, address="127.0.16.4", port=8443, active=False)
     placed = [CdnEndpoint.objects.get(pk=create(api, origin="o.example.test")["id"]).node for _ in range(4)]
     assert sorted(n.name for n in placed) == [busy.name, busy.name, idle.name, idle.name]
+
+
+def test_an_origin_inside_the_platform_is_refused_in_production(api, node, settings):
+    settings.CERTHUB_ALLOW_PRIVATE_TARGETS = False
+    for origin in ("127.0.0.1", "http://10.0.0.5:3306", "169.254.169.254", "127.0.0.2:8080"):
+        r = api.post("/v2/cdn/endpoints", {"origin": origin}, format="json")
+        assert r.status_code == 422 and "public address" in r.json()["errors"]["origin"][0], origin
+    assert not CdnEndpoint.objects.exists()

@@ -226,6 +226,19 @@ def test_bad_requests_get_a_422_naming_the_field(api, lb_setup):
     assert LoadBalancer.objects.count() == 0
 
 
+def test_targets_inside_the_platform_and_config_smuggling_are_refused(api, lb_setup, settings):
+    _, _, backend = lb_setup
+    settings.CERTHUB_ALLOW_PRIVATE_TARGETS = False  # production: only public addresses
+    body = {**lb_body("", backend), "forwarding_rules": [lb_body("", backend)["forwarding_rules"][1]]}
+    for target in ("127.0.0.1", "10.1.2.3", "169.254.169.254", "fe80::1%eth0\nglobal\n    stats socket"):
+        r = api.post("/v2/load_balancers", {**body, "target_addresses": [target]}, format="json")
+        assert r.status_code == 422 and "target_addresses[0]" in r.json()["errors"], target
+    settings.CERTHUB_ALLOW_PRIVATE_TARGETS = True  # even here, a %scope is never taken
+    r = api.post("/v2/load_balancers", {**body, "target_addresses": ["fe80::1%lo"]}, format="json")
+    assert r.status_code == 422 and "%scope" in r.json()["message"]
+    assert LoadBalancer.objects.count() == 0
+
+
 def test_droplets_are_refused_with_what_to_use_and_the_cache_has_nothing_to_clear(api, lb_setup):
     _, _, backend = lb_setup
     rules = [lb_body("", backend)["forwarding_rules"][1]]

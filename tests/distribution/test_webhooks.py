@@ -48,7 +48,7 @@ class Receiver:
 
 @pytest.fixture
 def receiver(settings):
-    settings.CERTHUB_WEBHOOK_ALLOW_PRIVATE = True
+    settings.CERTHUB_ALLOW_PRIVATE_TARGETS = True
     settings.CERTHUB_DELIVERY_RETRY_BASE_DELAY = 0.2
     server = Receiver(fail_first=1)
     yield server
@@ -106,7 +106,7 @@ def test_a_new_version_is_posted_signed_and_retried_until_accepted(api, receiver
 
 
 def test_webhook_urls_are_validated_and_other_teams_cannot_see_them(api, outsider_api, settings):
-    settings.CERTHUB_WEBHOOK_ALLOW_PRIVATE = True
+    settings.CERTHUB_ALLOW_PRIVATE_TARGETS = True
     for bad in ("ftp://example.test/x", "not a url", "", "http://user:pw@example.test/"):
         r = api.post("/v2/webhooks", {"url": bad}, format="json")
         assert r.status_code == 422 and "url" in r.json()["errors"], bad
@@ -119,7 +119,7 @@ def test_webhook_urls_are_validated_and_other_teams_cannot_see_them(api, outside
 
 
 def test_a_webhook_to_a_private_address_is_refused_at_delivery(api, settings, tmp_path, celery_worker):
-    settings.CERTHUB_WEBHOOK_ALLOW_PRIVATE = False
+    settings.CERTHUB_ALLOW_PRIVATE_TARGETS = False
     api.post("/v2/webhooks", {"url": "http://127.0.0.1:9/hook"}, format="json")
     upload_custom(api, settings, tmp_path)
     delivery = wait_for(lambda: WebhookDelivery.objects.filter(attempts__gte=1).first())

@@ -107,3 +107,11 @@ def test_domain_list_query_count_is_constant(api, team, django_assert_max_num_qu
         services.zone_create(team=team, name=f"q{i}.test")
     with django_assert_max_num_queries(6):
         assert len(api.get("/v2/domains").json()["domains"]) == 10
+
+
+def test_the_platforms_zones_and_names_around_them_are_taken(api, settings):
+    settings.CERTHUB_PLATFORM_ZONES = ["cdn.certhub.test"]
+    for name in ("cdn.certhub.test", "x.cdn.certhub.test", "certhub.test"):
+        r = api.post("/v2/domains", {"name": name}, format="json")
+        assert r.status_code == 422 and r.json()["errors"] == {"name": ["is already in use"]}, name
+    assert api.post("/v2/domains", {"name": "other.test"}, format="json").status_code == 201
