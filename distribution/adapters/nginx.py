@@ -9,9 +9,13 @@ from pathlib import Path
 from certificates.models import CertificateVersion
 from distribution.adapters.base import Adapter, AdapterError, TargetGone
 from distribution.cdn import origin_parts
+from distribution.files import write_atomic
 from distribution.models import CdnEndpoint, Deployment
-from distribution.nodes.nginx import NginxError, NginxNode, Site
+from distribution.nodes.nginx import NginxError, NginxNode, Site, render_default_server
 from distribution.probe import tls_serial
+
+# The site a client gets when its SNI names no endpoint: a refused handshake.
+DEFAULT_SITE = "_default"
 
 
 class NginxAdapter(Adapter):
@@ -47,7 +51,10 @@ class NginxAdapter(Adapter):
             .select_related("certificate__current_version")
         )
         try:
-            served = set()
+            served = {DEFAULT_SITE}
+            write_atomic(
+                edge.sites_dir / f"{DEFAULT_SITE}.conf", render_default_server(self.node.address, self.node.port)
+            )
             for endpoint in endpoints:
                 self._put(edge, endpoint, endpoint.certificate.current_version)
                 served.add(str(endpoint.pk))

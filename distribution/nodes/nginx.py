@@ -112,6 +112,12 @@ class Site:
         return _ORIGIN.fullmatch(self.origin)["host"]
 
 
+def render_default_server(ip: str, port: int) -> str:
+    """The server for a client whose SNI names no site: refuse the handshake, never lend a site's certificate."""
+    listen = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+    return f"server {{\n    listen {listen} ssl default_server;\n    ssl_reject_handshake on;\n}}\n"
+
+
 def render_site(site: Site) -> str:
     """Return the server block for one site."""
     if site.ttl:

@@ -169,6 +169,9 @@ def test_endpoint_serves_its_certificate_at_its_dns_name_and_a_renewal_within_se
     serial, status, body = tls_get(client, addresses[0], node.port, CUSTOM_DOMAIN)
     assert serial == int(certificate.current_version.serial, 16)
     assert (status, body) == (200, ORIGIN_BODY)
+    # A name no endpoint has is refused, not handed this team's certificate.
+    with pytest.raises(ssl.SSLError):
+        tls_get(ssl._create_unverified_context(), addresses[0], node.port, "someone-else.example.test")
 
     before = reloads(edge)
     r = api.post(f"/v2/certificates/{issued['id']}/actions", {"type": "renew"}, format="json")
