@@ -46,7 +46,7 @@ class NodeUnavailable(Exception):
     """The database node could not be reached or refused the change; nothing was kept, try again."""
 
 
-def register_database_node(*, name: str, process: MariaDBNode) -> Node:
+def register_database_node(*, name: str, process: MariaDBNode, queue: str | None = None) -> Node:
     """Record a running mariadbd as database node `name` and give it the platform certificate of its domain.
 
     Idempotent: a restart (of the same name, perhaps on another port) updates the row, keeps the
@@ -64,6 +64,7 @@ def register_database_node(*, name: str, process: MariaDBNode) -> Node:
                 "config": {
                     "workdir": str(process.workdir), "socket": str(process.socket), "admin_user": process.admin_user,
                     "ssl_cert": str(process.cert_path), "ssl_key": str(process.key_path),
+                    **({"queue": queue} if queue else {}),
                 },
                 "secret": process.admin_password, "platform_domain": f"{name}.{zone.name}", "active": True,
             },

@@ -150,7 +150,7 @@ def node_changed(node_id: int) -> None:
 
 def kick_on_commit(node_id: int) -> None:
     """Queue one delivery to the node after commit, however many deployments the transaction planned."""
-    from distribution.tasks import deliver_node
+    from distribution.tasks import enqueue_delivery
 
     connection = transaction.get_connection()
     # Already queued in this transaction (a burst of renewals plans a thousand deployments at once)?
@@ -158,7 +158,7 @@ def kick_on_commit(node_id: int) -> None:
         return
 
     def kick() -> None:
-        deliver_node.delay(node_id)
+        enqueue_delivery(node_id)
 
     kick.node_id = node_id
     transaction.on_commit(kick, robust=True)

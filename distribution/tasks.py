@@ -6,6 +6,19 @@ from celery import shared_task
 LONGEST_COUNTDOWN = 300
 
 
+def enqueue_delivery(node_id: int, *, countdown: float | None = None) -> None:
+    """Queue a delivery to the node, on the node's own queue when it has one.
+
+    A node whose files and sockets are on its own machine names a queue in its config
+    ({"queue": "..."}); a worker there consumes it (`celery -A certhub worker -Q <queue>`).
+    """
+    from distribution.models import Node
+
+    config = Node.objects.filter(pk=node_id).values_list("config", flat=True).first() or {}
+    queue = config.get("queue") if isinstance(config, dict) else None
+    deliver_node.apply_async((node_id,), countdown=countdown, **({"queue": queue} if queue else {}))
+
+
 @shared_task(acks_late=True, ignore_result=True)
 def deliver_node(node_id: int) -> None:
     """Apply the node's configuration and run its due deployments; come back for the retries."""
@@ -13,7 +26,7 @@ def deliver_node(node_id: int) -> None:
 
     delay = delivery.deliver_node(node_id)
     if delay is not None and delay <= LONGEST_COUNTDOWN:
-        deliver_node.apply_async((node_id,), countdown=delay)
+        enqueue_delivery(node_id, countdown=delay)
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -23,7 +36,7 @@ def deliver_due() -> int:
 
     nodes = delivery.nodes_with_due_work()
     for node_id in nodes:
-        deliver_node.delay(node_id)
+        enqueue_delivery(node_id)
     return len(nodes)
 
 

@@ -53,3 +53,21 @@ def test_register_node_reads_the_secret_from_a_file(tmp_path, monkeypatch):
     with pytest.raises(Exception, match="JSON object"):
         call_command("register_node", "edge8", "--kind", "nginx", "--config", "[1]")
     assert not Node.objects.filter(name="edge8").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_node_with_its_own_queue_gets_its_deliveries_there(settings):
+    import redis
+
+    from distribution.tasks import enqueue_delivery
+
+    queue = "certhub.test.node-queue"
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(queue)
+    node = Node.objects.create(name="far-edge", kind="nginx", config={"workdir": "/srv/edge", "queue": queue})
+    try:
+        enqueue_delivery(node.pk)
+        # Waiting there for a worker on the node's own host; the suite's worker reads only the default queue.
+        assert client.llen(queue) == 1
+    finally:
+        client.delete(queue)

@@ -28,8 +28,20 @@ class Command(BaseCommand):
         parser.add_argument("--name", help="the node's name (default: local-<kind>)")
         parser.add_argument("--address", help="nginx/mariadb: the loopback address it serves on")
         parser.add_argument("--port", type=int, help="nginx/mariadb: the port it serves on (443, 3306)")
+        parser.add_argument(
+            "--queue", help="deliveries to this node go to this Celery queue (run a worker on this host with -Q QUEUE)"
+        )
 
-    def handle(self, *args: Any, kind: str, name: str | None, address: str | None, port: int | None, **options):
+    def handle(
+        self,
+        *args: Any,
+        kind: str,
+        name: str | None,
+        address: str | None,
+        port: int | None,
+        queue: str | None,
+        **options,
+    ):
         # Honcho stops its processes with SIGTERM; turn it into SystemExit so the server is stopped too.
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
         name = name or f"local-{kind}"
@@ -39,18 +51,18 @@ class Command(BaseCommand):
         port = port or DEFAULT_PORTS.get(kind)
         if kind == Node.Kind.HAPROXY:
             process = HAProxyNode.start(workdir, log=sys.stdout)
-            node = self._register(name, kind, config={"workdir": str(workdir)})
+            node = self._register(name, kind, config=_config(workdir, queue))
             where = "load balancers on their own addresses from CERTHUB_LB_ADDRESS_POOL"
         elif kind == Node.Kind.NGINX:
             process = NginxNode.start(workdir, log=sys.stdout)
-            node = self._register(name, kind, address=address, port=port, config={"workdir": str(workdir)})
+            node = self._register(name, kind, address=address, port=port, config=_config(workdir, queue))
             where = f"CDN endpoints on {address}:{port}"
         else:
             from distribution.databases import register_database_node
             from distribution.nodes.mariadb import MariaDBNode
 
             process = MariaDBNode.start(workdir, host=address, port=port, log=sys.stdout)
-            node = register_database_node(name=name, process=process)
+            node = register_database_node(name=name, process=process, queue=queue)
             where = f"managed databases on {address}:{port} as *.{node.platform_domain}"
         try:
             self.stdout.write(f"Node {name} ({kind}) is running and registered: {where}.\n")
@@ -66,3 +78,7 @@ class Command(BaseCommand):
         # A restarted server starts from its last file: apply the database's view once it runs.
         delivery.node_changed(node.pk)
         return node
+
+
+def _config(workdir, queue: str | None) -> dict:
+    return {"workdir": str(workdir), **({"queue": queue} if queue else {})}
