@@ -502,7 +502,9 @@ class DNSServer:
         if tcp:
             limit = 65535
         elif query.edns >= 0:
-            limit = max(CLASSIC_UDP_LIMIT, min(query.payload, 65535))  # the client's payload size
+            # The client's payload size, but never above what we advertise: a bigger UDP answer
+            # fragments, and amplifies a spoofed query many times over (TC sends it to TCP instead).
+            limit = max(CLASSIC_UDP_LIMIT, min(query.payload, OUR_UDP_PAYLOAD))
         else:
             limit = CLASSIC_UDP_LIMIT
         wire = _to_wire_within(response, query, limit)
