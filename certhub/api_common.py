@@ -1,11 +1,12 @@
 """What every CertHub API shares: DigitalOcean-style errors, pagination and the caller's team."""
 
+import json
 import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions, status
+from rest_framework import exceptions, parsers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
@@ -214,3 +215,23 @@ def json_object(request) -> dict:
 def timestamp(value) -> str | None:
     """An aware datetime as DigitalOcean writes it: ISO 8601 in UTC with a Z."""
     return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+class StrictJSONParser(parsers.JSONParser):
+    """JSON that can be stored: refuse (400) nesting too deep to parse and lone surrogates (\\ud800),
+    which are valid JSON but not text any database or PEM parser takes."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply") from None
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise exceptions.ParseError(
+                "JSON parse error - a string holds a lone surrogate (not Unicode text)"
+            ) from None
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply") from None
+        return data

@@ -1,5 +1,6 @@
 """Certificate requests and deletions."""
 
+import unicodedata
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,8 @@ def _clean_name(raw: Any) -> str:
     name = raw.strip()
     if len(name) > 255:
         raise Invalid({"name": ["must be at most 255 characters"]})
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
+        raise Invalid({"name": ["must not hold control characters (NUL, tab, newline, ...)"]})
     return name
 
 

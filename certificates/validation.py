@@ -40,6 +40,9 @@ def clean_dns_names(raw: Any) -> list[str]:
     """The request's names normalised, de-duplicated and in order; raises Invalid."""
     if not isinstance(raw, list):
         raise Invalid({"dns_names": ["must be a list of domain names"]})
+    # The cap first: a request with 40,000 names costs nothing to refuse.
+    if len(raw) > MAX_NAMES:
+        raise Invalid({"dns_names": [f"must hold from 1 to {MAX_NAMES} names"]})
     names: list[str] = []
     for item in raw:
         try:

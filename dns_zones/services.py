@@ -194,9 +194,12 @@ def clean_record(zone: Zone, data: dict[str, Any], instance: Record | None = Non
             raise Invalid({"data": ["must be an IPv4 address"]}) from None
     elif rtype == Record.Type.AAAA:
         try:
-            out["data"] = str(ipaddress.IPv6Address(str(raw).strip()))
+            address = ipaddress.IPv6Address(str(raw).strip())
         except ValueError:
             raise Invalid({"data": ["must be an IPv6 address"]}) from None
+        if address.scope_id is not None:  # "fe80::1%eth0": a scope means nothing to a resolver
+            raise Invalid({"data": ["must be an IPv6 address without a %scope"]})
+        out["data"] = str(address)
     elif rtype in (Record.Type.CNAME, Record.Type.NS):
         out["data"] = _hostname(zone, raw)
     elif rtype == Record.Type.MX:
