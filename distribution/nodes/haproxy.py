@@ -27,12 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal, Self
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from distribution.files import write_atomic
+from distribution.nodes.selfsigned import self_signed
 
 HAPROXY_BIN = "haproxy"
 STARTUP_TIMEOUT = 10  # seconds
@@ -239,24 +235,8 @@ def ensure_fallback_certificate(path: Path) -> Path:
     path = _check_path(path)
     if path.exists():
         return path
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, FALLBACK_NAME)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(FALLBACK_NAME)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    write_atomic(path, cert.public_bytes(serialization.Encoding.PEM) + key_pem)
+    cert_pem, key_pem = self_signed(FALLBACK_NAME, validity=datetime.timedelta(days=3650))
+    write_atomic(path, cert_pem + key_pem)
     return path
 
 

@@ -22,12 +22,9 @@ from pathlib import Path
 from typing import IO, Self
 
 import MySQLdb
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from distribution.files import write_atomic
+from distribution.nodes.selfsigned import self_signed
 
 MARIADBD_BIN = "mariadbd"
 INSTALL_DB_BIN = "mariadb-install-db"
@@ -79,30 +76,7 @@ def _check_name(pattern: re.Pattern[str], value: str, what: str) -> str:
 
 def bootstrap_certificate(host: str) -> tuple[bytes, bytes]:
     """Make a self-signed P-256 certificate naming host; return (certificate PEM, key PEM)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    try:
-        san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        san = x509.DNSName(host)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + BOOTSTRAP_VALIDITY)
-        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return self_signed(host, validity=BOOTSTRAP_VALIDITY)
 
 
 class MariaDBNode:
