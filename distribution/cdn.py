@@ -19,6 +19,7 @@ from certhub.names import NameError_, is_hostname_label, is_within, to_ascii
 from certificates.models import Certificate
 from certificates.validation import normalize_dns_name
 from distribution import attach, delivery, platform
+from distribution.adapters import adapter_for
 from distribution.addresses import check_public
 from distribution.delivery import TargetRef
 from distribution.models import CdnEndpoint, Deployment, Node
@@ -190,16 +191,17 @@ def cdn_endpoint_delete(*, endpoint: CdnEndpoint) -> None:
         delivery.node_changed(node_id)
 
 
-def cdn_cache_purge(*, endpoint: CdnEndpoint, data: Any) -> list[str]:
-    """Validate a purge request and return its paths.
+def cdn_cache_purge(*, endpoint: CdnEndpoint, data: Any) -> int:
+    """Drop the edge's cached copies of the files named (paths, `*` patterns, "*" for all); return how many.
 
-    Open-source nginx has no purge: an edge's copies age out within the endpoint's ttl, which the
-    team can lower. The request is accepted so that DigitalOcean's clients keep working.
+    Raises AdapterError when the edge cannot be reached.
     """
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
         raise Invalid({"files": ['is required: a list of paths ("*" alone purges everything)']})
-    return files
+    if len(files) > 1000 or any(len(f) > 1024 for f in files):
+        raise Invalid({"files": ["at most 1,000 paths of at most 1,024 characters"]})
+    return adapter_for(endpoint.node).purge(endpoint, files)
 
 
 def _supersede_pending(endpoint: CdnEndpoint) -> None:

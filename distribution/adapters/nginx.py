@@ -90,3 +90,12 @@ class NginxAdapter(Adapter):
         if endpoint is None or endpoint.certificate_id != deployment.certificate_id or not endpoint.custom_domain:
             raise TargetGone(f"CDN endpoint {deployment.target_name} no longer uses this certificate")
         return tls_serial(self.node.address, self.node.port, endpoint.custom_domain)
+
+    def purge(self, endpoint: CdnEndpoint, files: list[str]) -> int:
+        """Drop the edge's cached copies of the endpoint's files (by its custom domain)."""
+        if not endpoint.custom_domain:
+            return 0  # nothing is served, so nothing is cached
+        try:
+            return self._edge().purge(endpoint.custom_domain, files)
+        except OSError as e:
+            raise AdapterError(f"the edge could not purge: {e}") from None

@@ -6,8 +6,16 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from certhub.api_common import PageNumberLinksPagination, Unprocessable, json_object, request_team, timestamp
+from certhub.api_common import (
+    PageNumberLinksPagination,
+    Unprocessable,
+    error_body,
+    json_object,
+    request_team,
+    timestamp,
+)
 from distribution import cdn as services
+from distribution.adapters import AdapterError
 from distribution.models import CdnEndpoint
 from dns_zones.services import Invalid
 
@@ -81,4 +89,10 @@ class CdnCacheView(APIView):
             services.cdn_cache_purge(endpoint=endpoint, data=json_object(request))
         except Invalid as e:
             raise Unprocessable(e.errors) from None
+        except AdapterError as e:
+            body = {
+                **error_body(503, f"The CDN edge could not purge now; try again. ({e})"),
+                "id": "service_unavailable",
+            }
+            return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response(status=status.HTTP_204_NO_CONTENT)

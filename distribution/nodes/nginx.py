@@ -8,6 +8,7 @@ configuration with ``nginx -t`` first, so a bad site never reaches the running m
 
 import contextlib
 import fcntl
+import fnmatch
 import grp
 import ipaddress
 import os
@@ -16,6 +17,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +123,11 @@ def render_default_server(ip: str, port: int) -> str:
 def render_site(site: Site) -> str:
     """Return the server block for one site."""
     if site.ttl:
-        cache = f"        proxy_cache {CACHE_ZONE};\n        proxy_cache_valid {site.ttl}s;\n"
+        # Keyed by the site's own name, so that a purge finds this site's copies (and only them).
+        cache = (
+            f"        proxy_cache {CACHE_ZONE};\n        proxy_cache_valid {site.ttl}s;\n"
+            '        proxy_cache_key "$scheme://$host$request_uri";\n'
+        )
     else:
         cache = "        proxy_cache off;\n"
     tls_to_origin = ""
@@ -255,6 +261,22 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _cache_key(path: Path) -> str | None:
+    """The key line nginx writes near the start of each cache file, or None for anything else."""
+    if not path.is_file():
+        return None
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    start = head.find(b"\nKEY: ")
+    if start < 0:
+        return None
+    end = head.find(b"\n", start + 6)
+    return head[start + 6 : end if end > 0 else None].decode(errors="replace")
+
+
 class NginxNode:
     """An nginx master serving the sites in ``workdir``; ``start`` one or ``attach`` to a running one."""
 
@@ -381,6 +403,24 @@ class NginxNode:
         for suffix in (".crt", ".key"):
             (self.certs_dir / f"{_check_name(name)}{suffix}").unlink(missing_ok=True)
         _fsync_dir(self.certs_dir)
+
+    def purge(self, host: str, patterns: list[str]) -> int:
+        """Delete the cached copies served for `host` whose path matches a pattern ("*", "assets/*",
+        "index.html"); return how many. Open-source nginx has no purge command; removing a cache
+        file is what it supports (the next request is a miss)."""
+        removed = 0
+        for path in (self.workdir / "cache").rglob("*"):
+            key = _cache_key(path)
+            if key is None:
+                continue
+            parts = urllib.parse.urlsplit(key)
+            if parts.hostname != host.lower():
+                continue
+            request_path = parts.path.lstrip("/") + (f"?{parts.query}" if parts.query else "")
+            if any(p == "*" or fnmatch.fnmatchcase(request_path, p.lstrip("/")) for p in patterns):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def test_config(self) -> None:
         """Run ``nginx -t`` on the workdir's configuration; raise NginxError with nginx's message if invalid."""

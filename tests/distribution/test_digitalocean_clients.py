@@ -66,6 +66,16 @@ def settle(node: Node) -> None:
     wait_for(idle, what=f"node {node.name} idle")
 
 
+def handshake_refused(ip: str, port: int, server_name: str) -> bool:
+    """True once the edge refuses a TLS handshake for server_name (no site serves it any more)."""
+    try:
+        with socket.create_connection((ip, port), timeout=1) as raw:
+            ssl._create_unverified_context().wrap_socket(raw, server_hostname=server_name).close()
+        return False
+    except ssl.SSLError:
+        return True
+
+
 def closed(ip: str, port: int) -> bool:
     try:
         socket.create_connection((ip, port), timeout=1).close()
@@ -186,7 +196,7 @@ def test_python_digitalocean_drives_a_load_balancer(live_server, api, team, lb_n
     saved = loaded.save()["load_balancer"]
     assert saved["name"] == "py-lb-renamed" and saved["health_check"]["path"] == "/healthz"
     assert saved["target_addresses"] == [backend.host]  # save() sent only DigitalOcean's keys
-    assert http_get(lb.ip, 8012) == b"backend ok"
+    wait_for(lambda: http_get(lb.ip, 8012) == b"backend ok", what="the saved load balancer still forwarding")
 
     tcp = ForwardingRule("tcp", 9013, "tcp", backend.port)
     assert loaded.add_forwarding_rules([tcp]) is True
@@ -261,7 +271,7 @@ def test_pydo_drives_a_cdn_endpoint_on_an_nginx_edge(
 
     assert client.cdn.delete_endpoint(cdn_id, **HTTP) is None
     assert client.cdn.get_endpoint(cdn_id, **HTTP) == NOT_FOUND
-    wait_for(lambda: closed(EDGE_HOST, edge.port), what="the site removed from the edge")
+    wait_for(lambda: handshake_refused(EDGE_HOST, edge.port, "static.alpha.test"), what="the site removed from the edge")
 
 
 @pytest.fixture

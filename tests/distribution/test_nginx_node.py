@@ -333,3 +333,24 @@ def test_site_refuses_values_that_would_rewrite_the_configuration(tmp_path):
     config = render_main_config(tmp_path, user="nobody")
     assert "/var/" not in config and "daemon" not in config
     assert f'include "{tmp_path}/sites/*.conf";' in config
+
+
+def test_purge_drops_only_the_matching_cached_copies_of_one_site(edge, pki, client, ip, origin):
+    port = free_port(ip)
+    add_site(edge, pki, "ep-a", ip, port, ["a.example.test"], origin.address, origin_scheme="http")
+    add_site(edge, pki, "ep-b", ip, port, ["b.example.test"], origin.address, origin_scheme="http")
+    edge.reload()
+    for host, path in (
+        ("a.example.test", "/assets/app.css"),
+        ("a.example.test", "/index.html"),
+        ("b.example.test", "/assets/app.css"),
+    ):
+        get(client, ip, port, host, path)
+        assert get(client, ip, port, host, path)[1] == "HIT"
+
+    assert edge.purge("a.example.test", ["assets/*"]) == 1
+    assert get(client, ip, port, "a.example.test", "/assets/app.css")[1] == "MISS"  # fetched again
+    assert get(client, ip, port, "a.example.test", "/index.html")[1] == "HIT"  # not matched
+    assert get(client, ip, port, "b.example.test", "/assets/app.css")[1] == "HIT"  # another site's copy stays
+    assert edge.purge("b.example.test", ["*"]) == 1
+    assert get(client, ip, port, "b.example.test", "/assets/app.css")[1] == "MISS"
