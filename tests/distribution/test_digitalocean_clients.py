@@ -271,7 +271,9 @@ def test_pydo_drives_a_cdn_endpoint_on_an_nginx_edge(
 
     assert client.cdn.delete_endpoint(cdn_id, **HTTP) is None
     assert client.cdn.get_endpoint(cdn_id, **HTTP) == NOT_FOUND
-    wait_for(lambda: handshake_refused(EDGE_HOST, edge.port, "static.alpha.test"), what="the site removed from the edge")
+    wait_for(
+        lambda: handshake_refused(EDGE_HOST, edge.port, "static.alpha.test"), what="the site removed from the edge"
+    )
 
 
 @pytest.fixture
