@@ -307,7 +307,8 @@ CERTHUB_RENEWAL_RETRY_SECONDS = envint("CERTHUB_RENEWAL_RETRY_SECONDS", 6 * 3600
 CERTHUB_OUTBOX_RETENTION_DAYS = envint("CERTHUB_OUTBOX_RETENTION_DAYS", 30)
 if CERTHUB_OUTBOX_RETENTION_DAYS < 1:
     raise ImproperlyConfigured("CERTHUB_OUTBOX_RETENTION_DAYS must be at least 1")
-# This project's own consumers of outbox events, called in order for each event (certhub.outbox.dispatch).
+# This project's own consumers of outbox events, each called with every batch of events in seq order
+# (certhub.outbox.dispatch).
 CERTHUB_OUTBOX_HANDLERS = envlist("CERTHUB_OUTBOX_HANDLERS", "distribution.events.handle")
 # Functions naming what uses a certificate (refusing its deletion): one per app that attaches certificates.
 CERTHUB_CERTIFICATE_USERS = ["distribution.attach.users_of"]

@@ -22,7 +22,7 @@ from django.utils import timezone
 from certificates.models import Certificate, CertificateVersion
 from distribution import notifications
 from distribution.adapters import AdapterError, TargetGone, adapter_for
-from distribution.models import CdnEndpoint, Deployment, LoadBalancer, Node
+from distribution.models import CdnEndpoint, Deployment, ForwardingRule, LoadBalancer, Node
 
 log = logging.getLogger(__name__)
 
@@ -78,37 +78,67 @@ class TargetRef:
     node_id: int
 
 
-def targets_of(certificate_id) -> list[TargetRef]:
-    """Everything that serves the certificate now: load balancers, CDN endpoints, database nodes."""
-    targets = [
-        TargetRef(Target.LOAD_BALANCER, str(lb.pk), lb.name, lb.node_id)
-        for lb in LoadBalancer.objects.filter(forwarding_rules__certificate_id=certificate_id).distinct()
-    ]
-    targets += [
-        TargetRef(Target.CDN_ENDPOINT, str(ep.pk), ep.endpoint, ep.node_id)
-        for ep in CdnEndpoint.objects.filter(certificate_id=certificate_id)
-    ]
-    targets += [
-        TargetRef(Target.DATABASE_NODE, str(node.pk), node.name, node.pk)
-        for node in Node.objects.filter(certificate_id=certificate_id, kind=Node.Kind.MARIADB)
-    ]
-    return targets
-
-
 def plan_version(*, version_id: int) -> list[Deployment]:
     """Plan the version on every target of its certificate, if it is still the current version."""
-    version = (
-        CertificateVersion.objects.select_related("certificate")
-        .defer("private_key_pem", "leaf_pem", "chain_pem")
-        .filter(pk=version_id)
-        .first()
+    plan_versions(version_ids=[version_id])
+    return list(Deployment.objects.filter(version_id=version_id, status=Status.PENDING))
+
+
+def plan_versions(*, version_ids: list[int]) -> int:
+    """Plan each version that is still its certificate's current one on every target; return how many were new.
+
+    A batch of a thousand renewals costs a few queries: the targets of all the certificates at once,
+    one insert of the deployments (the unique constraint keeps a redelivered event from planning
+    twice), one update superseding the older pending ones, one delivery task per node.
+    """
+    versions = list(
+        CertificateVersion.objects.filter(pk__in=set(version_ids), certificate__current_version_id=F("pk"))
+        .select_related("certificate")
+        .only("pk", "certificate_id", "certificate__team_id")
     )
-    if version is None or version.certificate.current_version_id != version.pk:
-        return []  # deleted, or already replaced by a newer version: nothing to put anywhere
-    return [
-        plan(target=target, certificate=version.certificate, version_id=version.pk)
-        for target in targets_of(version.certificate_id)
+    if not versions:
+        return 0  # deleted, or already replaced by a newer version: nothing to put anywhere
+    by_certificate = {version.certificate_id: version for version in versions}
+    targets: dict = {}
+    rules = ForwardingRule.objects.filter(certificate_id__in=by_certificate).values_list(
+        "certificate_id", "load_balancer_id", "load_balancer__name", "load_balancer__node_id"
+    )
+    for certificate_id, lb_id, name, node_id in rules.order_by().distinct():
+        targets.setdefault(certificate_id, []).append(TargetRef(Target.LOAD_BALANCER, str(lb_id), name, node_id))
+    endpoints = CdnEndpoint.objects.filter(certificate_id__in=by_certificate).values_list(
+        "certificate_id", "pk", "endpoint", "node_id"
+    )
+    for certificate_id, pk, name, node_id in endpoints:
+        targets.setdefault(certificate_id, []).append(TargetRef(Target.CDN_ENDPOINT, str(pk), name, node_id))
+    nodes = Node.objects.filter(certificate_id__in=by_certificate, kind=Node.Kind.MARIADB).values_list(
+        "certificate_id", "pk", "name"
+    )
+    for certificate_id, pk, name in nodes:
+        targets.setdefault(certificate_id, []).append(TargetRef(Target.DATABASE_NODE, str(pk), name, pk))
+    planned = [
+        Deployment(
+            team_id=version.certificate.team_id,
+            certificate_id=certificate_id,
+            version_id=version.pk,
+            node_id=target.node_id,
+            target_kind=target.kind,
+            target_id=target.id,
+            target_name=target.name,
+        )
+        for certificate_id, version in by_certificate.items()
+        for target in targets.get(certificate_id, [])
     ]
+    if not planned:
+        return 0
+    before = Deployment.objects.filter(version_id__in=[v.pk for v in versions]).count()
+    Deployment.objects.bulk_create(planned, ignore_conflicts=True, batch_size=500)
+    created = Deployment.objects.filter(version_id__in=[v.pk for v in versions]).count() - before
+    Deployment.objects.filter(certificate_id__in=by_certificate, status=Status.PENDING).exclude(
+        version_id__in=[v.pk for v in versions]
+    ).update(status=Status.SUPERSEDED)
+    for node_id in {deployment.node_id for deployment in planned}:
+        kick_on_commit(node_id)
+    return created
 
 
 def plan_current(*, target: TargetRef, certificate: Certificate) -> Deployment | None:

@@ -64,14 +64,18 @@ def webhook_create(*, team: Team, url) -> tuple[Webhook, str]:
     return webhook, secret
 
 
-def plan_deliveries(event: OutboxEvent) -> None:
-    """One delivery per active webhook of the event's team (idempotent by event id)."""
-    for webhook in Webhook.objects.filter(team_id=event.team_id, active=True):
-        delivery, created = WebhookDelivery.objects.get_or_create(
-            webhook=webhook, event_id=event.event_id, defaults={"kind": event.kind, "payload": body(event)}
-        )
-        if created:
-            transaction.on_commit(lambda pk=delivery.pk: _enqueue(pk), robust=True)
+def plan_deliveries(events: list[OutboxEvent]) -> None:
+    """One delivery per active webhook of each event's team (idempotent by event id); one query when none."""
+    hooks: dict[int, list[Webhook]] = {}
+    for webhook in Webhook.objects.filter(team_id__in={event.team_id for event in events}, active=True):
+        hooks.setdefault(webhook.team_id, []).append(webhook)
+    for event in events:
+        for webhook in hooks.get(event.team_id, []):
+            delivery, created = WebhookDelivery.objects.get_or_create(
+                webhook=webhook, event_id=event.event_id, defaults={"kind": event.kind, "payload": body(event)}
+            )
+            if created:
+                transaction.on_commit(lambda pk=delivery.pk: _enqueue(pk), robust=True)
 
 
 def body(event: OutboxEvent) -> dict:

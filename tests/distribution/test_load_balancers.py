@@ -158,7 +158,7 @@ def test_a_load_balancer_serves_its_certificate_and_each_renewal_without_a_reloa
     version_event = outbox.OutboxEvent.objects.filter(kind="certificate.version_created").last()
     from distribution.events import handle
 
-    handle(version_event)
+    handle([version_event])
     assert delivery.plan_version(version_id=old_version) == []
     assert Deployment.objects.count() == count
 
