@@ -52,7 +52,12 @@ CLASSIC_UDP_LIMIT = 512
 MAX_CNAME_CHAIN = 8
 DEFAULT_CACHE_SIZE = 100_000
 DEFAULT_TCP_IDLE_TIMEOUT = 10.0
+# Once a message's first byte has come, all of it must within this: a client trickling a byte at
+# a time cannot hold a connection (the idle timeout alone restarts at every byte).
+DEFAULT_TCP_MESSAGE_TIMEOUT = 2.0
 MAX_TCP_CONNECTIONS = 200
+# One source may hold this many of the MAX_TCP_CONNECTIONS, so it cannot take them all.
+MAX_TCP_PER_SOURCE = 16
 MIN_RELOAD_GAP = 0.005  # seconds between two reloads, however many NOTIFYs come
 HEADER = struct.Struct("!HHHHHH")
 LENGTH = struct.Struct("!H")
@@ -241,6 +246,8 @@ class DNSServer:
         reload_interval: float | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
         tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT,
+        tcp_message_timeout: float = DEFAULT_TCP_MESSAGE_TIMEOUT,
+        max_tcp_per_source: int = MAX_TCP_PER_SOURCE,
         notify_from: list[str] | None = None,
     ):
         self.listen = listen
@@ -252,6 +259,9 @@ class DNSServer:
         self.reload_interval = settings.CERTHUB_DNS_RELOAD_INTERVAL if reload_interval is None else reload_interval
         self.cache_size = cache_size
         self.tcp_idle_timeout = tcp_idle_timeout
+        self.tcp_message_timeout = tcp_message_timeout
+        self.max_tcp_per_source = max_tcp_per_source
+        self._tcp_per_source: dict[str, int] = {}
         self.address: tuple[str, int] = listen  # the bound address, with the real port
         self._snapshot = Snapshot()
         self._stopping = threading.Event()
@@ -441,28 +451,35 @@ class DNSServer:
         assert sock is not None
         while not self._stopping.is_set():
             try:
-                conn, _ = sock.accept()
+                conn, peer = sock.accept()
             except OSError:
                 if self._stopping.is_set():
                     return
                 time.sleep(0.01)  # out of file descriptors: do not spin
                 continue
+            source = peer[0]
             with self._lock:
-                if len(self._tcp_connections) >= MAX_TCP_CONNECTIONS:
+                held = self._tcp_per_source.get(source, 0)
+                if len(self._tcp_connections) >= MAX_TCP_CONNECTIONS or held >= self.max_tcp_per_source:
                     conn.close()
                     continue
                 self._tcp_connections.add(conn)
-            threading.Thread(target=self._serve_tcp_connection, args=(conn,), daemon=True).start()
+                self._tcp_per_source[source] = held + 1
+            threading.Thread(target=self._serve_tcp_connection, args=(conn, source), daemon=True).start()
 
-    def _serve_tcp_connection(self, conn: socket.socket) -> None:
-        """Answer length-prefixed queries on one connection until the peer stops or goes idle."""
-        conn.settimeout(self.tcp_idle_timeout)
+    def _serve_tcp_connection(self, conn: socket.socket, source: str) -> None:
+        """Answer length-prefixed queries on one connection until the peer stops, goes idle or trickles."""
         try:
             while not self._stopping.is_set():
-                prefix = _recv_exactly(conn, 2)
-                if prefix is None:
+                conn.settimeout(self.tcp_idle_timeout)
+                first = _recv_exactly(conn, 1)
+                if first is None:
                     return
-                data = _recv_exactly(conn, LENGTH.unpack(prefix)[0])
+                deadline = time.monotonic() + self.tcp_message_timeout
+                rest = _recv_exactly(conn, 1, deadline)
+                if rest is None:
+                    return
+                data = _recv_exactly(conn, LENGTH.unpack(first + rest)[0], deadline)
                 if data is None:
                     return
                 cached = self._snapshot.tcp_cache.get(data[2:])
@@ -476,6 +493,11 @@ class DNSServer:
         finally:
             with self._lock:
                 self._tcp_connections.discard(conn)
+                left = self._tcp_per_source.get(source, 1) - 1
+                if left:
+                    self._tcp_per_source[source] = left
+                else:
+                    self._tcp_per_source.pop(source, None)
             conn.close()
 
     def respond(self, data: bytes, *, tcp: bool, peer: str | None = None) -> bytes | None:
@@ -607,10 +629,15 @@ def _required_glue(response: dns.message.Message) -> list[dns.rrset.RRset]:
     return [rrset for rrset in response.additional if rrset.name.is_subdomain(cut)]
 
 
-def _recv_exactly(conn: socket.socket, size: int) -> bytes | None:
-    """Read size bytes, or None if the peer closed the connection first."""
+def _recv_exactly(conn: socket.socket, size: int, deadline: float | None = None) -> bytes | None:
+    """Read size bytes (all by `deadline`, a monotonic time, if given), or None if the peer closed first."""
     chunks = []
     while size:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("a DNS message did not arrive in time")
+            conn.settimeout(left)
         chunk = conn.recv(size)
         if not chunk:
             return None

@@ -3,6 +3,7 @@
 The server reads committed rows from its own thread (or process), hence transactional tests.
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -30,7 +31,7 @@ from certhub.ports import free_port
 from dns_zones import notify, services
 from dns_zones.admin import RecordAdmin
 from dns_zones.models import Record, Zone
-from dns_zones.server import DNSServer
+from dns_zones.server import MAX_TCP_PER_SOURCE, DNSServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -698,3 +699,50 @@ def test_run_dns_command_survives_garbage_and_stops_on_sigterm(zone):
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_slow_tcp_clients_cannot_hold_the_server_hostage(zone):
+    """200 connections trickling a byte at a time (from one source) neither keep their slots nor stop
+    another client's TCP queries; a trickled message is cut off at the whole-message deadline."""
+    server = DNSServer(("127.0.0.1", 0), reload_interval=0.05, tcp_idle_timeout=5, tcp_message_timeout=0.5)
+    server.start()
+    slow = []
+    try:
+        wait_until_served(server, zone)
+        for _ in range(200):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.2", 0))  # the attacker's address
+            try:
+                sock.connect(server.address)
+                slow.append(sock)
+            except OSError:
+                sock.close()
+        for sock in slow:
+            with contextlib.suppress(OSError):
+                sock.send(b"\x00")  # the first byte of a length prefix, and then nothing for a long while
+        # Another client is still answered over TCP at once.
+        response = dns.query.tcp(
+            dns.message.make_query("example.test", "A"), "127.0.0.1", port=server.address[1], timeout=2
+        )
+        assert rdatas(response) == ["192.0.2.1"]
+        assert len(server._tcp_connections) <= MAX_TCP_PER_SOURCE + 1  # the attacker got a source's share
+        # A trickled message is dropped at its deadline, though each byte came within the idle timeout.
+        trickle = socket.create_connection(server.address, timeout=3)
+        trickle.send(b"\x00")
+        deadline = time.monotonic() + 3
+        closed = False
+        while time.monotonic() < deadline and not closed:
+            time.sleep(0.2)
+            try:
+                trickle.send(b"\x1d")
+                closed = trickle.recv(1, socket.MSG_DONTWAIT) == b""
+            except BlockingIOError:
+                continue
+            except OSError:
+                closed = True
+        trickle.close()
+        assert closed
+    finally:
+        for sock in slow:
+            sock.close()
+        server.stop()
