@@ -149,9 +149,19 @@ def certificate_renew_now(*, certificate: Certificate) -> Issuance:
     if certificate.type != Certificate.Type.LETS_ENCRYPT:
         raise Invalid({"type": ["custom certificates are renewed by uploading a new version"]})
     issuance = renew_now(certificate)
-    if issuance is None:
-        raise Invalid({"type": ["an issuance for this certificate is already under way"]})
-    return issuance
+    if issuance is not None:
+        return issuance
+    with transaction.atomic():
+        certificate = Certificate.objects.select_for_update().get(pk=certificate.pk)
+        if certificate.issuances.exclude(step__in=[Issuance.Step.DONE, Issuance.Step.FAILED]).exists():
+            raise Invalid({"type": ["an issuance for this certificate is already under way"]})
+        if certificate.current_version_id is not None:
+            raise Invalid({"type": ["a renewal is being scheduled; try again in a moment"]})
+        # Its first issuance failed (nothing was ever issued): "renew" is the way to try again.
+        certificate.state = Certificate.State.PENDING
+        certificate.last_error = ""
+        certificate.save(update_fields=["state", "last_error"])
+        return issuance_start(certificate=certificate, reason="issue")
 
 
 def custom_certificate_upload(*, team: Team, name: str, data: dict[str, Any]) -> Certificate:
