@@ -307,11 +307,17 @@ def advance(issuance_id: int) -> float | None:
         return None  # not due, finished, deleted, or another worker holds it
     issuance = Issuance.objects.select_related("certificate__team").get(pk=issuance_id)
     step = issuance.step
+    acme: AcmeSession | None = None
     try:
-        delay: float | None = STEPS[step](issuance, accounts.session())
+        acme = accounts.session()
+        delay: float | None = STEPS[step](issuance, acme)
         issuance.attempts = 0
         issuance.last_error = ""
     except (AcmeError, DnsProviderError, StepFailed) as e:
+        if isinstance(e, AcmeError) and e.problem_type == "accountDoesNotExist":
+            # The CA forgot our account (a reset, a deactivation): register again and retry the step.
+            accounts.account_forgotten(settings.ACME_DIRECTORY_URL, acme.account_url if acme else None)
+            e = AcmeError("the CA no longer knew CertHub's account; registered again", permanent=False)
         reason = f"{Step(step).label}: {e}"
         log.warning("issuance %s failed at %s: %s", issuance.pk, step, e)
         issuance.last_error = reason
