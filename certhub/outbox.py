@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 # Approximate trimming (MAXLEN ~): about 500 bytes an entry, so ~500 MB at most; at 20,000
 # renewals a day a consumer group may lag weeks behind before entries go unread.
 STREAM_MAXLEN = 1_000_000
+# Set with every publication. Missing while published events exist means Redis lost its data
+# (FLUSHDB, a restart without persistence): what it lost is published again.
+SENTINEL = "certhub.outbox.published"
 
 _warned_no_redis = False
 
@@ -108,6 +111,7 @@ def relay(batch: int = 500, *, client: redis.Redis | None = None, stream: str | 
     if client is None:
         _warn_no_redis()
         return 0
+    _replay_if_reset(client)
     published = 0
     while True:
         count, complete = _relay_batch(client, stream, batch)
@@ -129,12 +133,14 @@ def _relay_batch(client: redis.Redis, stream: str | None, batch: int) -> tuple[i
         pipe = client.pipeline(transaction=True)
         for event in events:
             pipe.xadd(stream or event.stream, _fields(event), maxlen=STREAM_MAXLEN, approximate=True)
+        pipe.set(SENTINEL, "1")
         try:
             results = pipe.execute(raise_on_error=False)
         except redis.RedisError as e:
             log.warning("outbox relay: Redis failed, %d events left unpublished: %s", len(events), e)
             return 0, False
         # An error while executing (rare: the key is not a stream) fails the rest alike; keep the prefix.
+        results = results[: len(events)]  # the sentinel's answer last
         sent = 0
         for result in results:
             if isinstance(result, Exception):
@@ -146,6 +152,28 @@ def _relay_batch(client: redis.Redis, stream: str | None, batch: int) -> tuple[i
                 published_at=timezone.now()
             )
         return sent, sent == len(events)
+
+
+def replay(*, since: datetime | None = None) -> int:
+    """Publish again every event still kept (created at or after `since`); return how many.
+
+    The relay sends them with their own event_id, in seq order; consumers drop what they had.
+    """
+    events = OutboxEvent.objects.filter(published_at__isnull=False)
+    if since is not None:
+        events = events.filter(created_at__gte=since)
+    return events.update(published_at=None)
+
+
+def _replay_if_reset(client: redis.Redis) -> None:
+    try:
+        if client.exists(SENTINEL):
+            return
+    except redis.RedisError:
+        return  # the relay finds Redis down itself
+    replayed = replay()
+    if replayed:
+        log.warning("outbox relay: Redis lost its data; publishing %d kept events again", replayed)
 
 
 def prune(*, batch: int = 5000, now: datetime | None = None) -> int:

@@ -227,3 +227,38 @@ def test_pruning_runs_daily_from_beat(settings):
     assert (len(schedule.minute), len(schedule.hour), len(schedule.day_of_week), len(schedule.day_of_month)) == (
         1, 1, 7, 31,
     )  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_redis_lost_are_published_again_with_their_own_ids(certificate, redis_server, settings, stream):
+    settings.REDIS_URL = redis_server.url
+    client = outbox.redis_client()
+    for _ in range(30):
+        record(certificate, kind=Kind.FAILED)
+    assert outbox.relay(stream=stream) == 30
+    ids = event_ids_in_seq_order()
+    assert stream_event_ids(client, stream) == ids
+
+    client.flushdb()  # or a restart without persistence: the stream and the sentinel are gone
+    record(certificate, kind=Kind.DELETED)
+    assert outbox.relay(stream=stream) == 31
+    assert stream_event_ids(client, stream) == event_ids_in_seq_order() == [*ids, event_ids_in_seq_order()[-1]]
+
+    redis_server.stop()
+    redis_server.start()
+    assert outbox.relay(stream=stream) == 31  # every kept event once more, in order
+    assert stream_event_ids(client, stream) == event_ids_in_seq_order()
+    assert outbox.relay(stream=stream) == 0  # and nothing twice while Redis keeps its data
+
+
+@pytest.mark.django_db(transaction=True)
+def test_replay_outbox_command_publishes_kept_events_again(certificate, redis_server, settings, stream):
+    from django.core.management import call_command
+
+    settings.REDIS_URL = redis_server.url
+    for _ in range(3):
+        record(certificate, kind=Kind.FAILED)
+    assert outbox.relay() == 3
+    call_command("replay_outbox", "--since", "2000-01-01T00:00")
+    entries = outbox.redis_client().xrange("certhub.certificates")
+    assert [fields["event_id"] for _, fields in entries] == event_ids_in_seq_order() * 2
