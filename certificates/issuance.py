@@ -7,11 +7,12 @@ issuance, with its saved order URL, to another worker.
 """
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, OperationalError, transaction
 from django.utils import timezone
 
 from acme_client import accounts
@@ -22,6 +23,9 @@ from dns_zones.providers import DnsProvider, DnsProviderError, provider_class
 
 log = logging.getLogger(__name__)
 Step = Issuance.Step
+# A step that lost a deadlock runs again this soon; the saved result is written this many times at most.
+TRANSIENT_RETRY_SECONDS = 0.2
+SAVE_ATTEMPTS = 3
 
 
 class StepFailed(Exception):
@@ -338,6 +342,16 @@ def advance(issuance_id: int) -> float | None:
             ):
                 _restart(issuance)
             Certificate.objects.filter(pk=issuance.certificate_id).update(last_error=reason)
+    except OperationalError as e:
+        # A deadlock or lock timeout with another worker (or a dropped connection): the step's
+        # transaction rolled back and steps are idempotent, so run it again shortly instead of
+        # leaving the claim to lapse.
+        log.warning("issuance %s: database error at %s, retrying: %s", issuance.pk, step, e)
+        # Nothing of the step is saved (what it changed in memory may be half done): only the claim
+        # is given back, so the next task finds the step due.
+        next_at = now + timedelta(seconds=TRANSIENT_RETRY_SECONDS)
+        Issuance.objects.filter(pk=issuance.pk).update(next_attempt_at=next_at)
+        return TRANSIENT_RETRY_SECONDS
     except Certificate.DoesNotExist:
         return None
     if issuance.step == Step.DONE:
@@ -347,12 +361,18 @@ def advance(issuance_id: int) -> float | None:
     # would be dropped and wait for the resume sweep.
     issuance.next_attempt_at = now + timedelta(seconds=delay or 0)
     fields = SAVED_EVERY_STEP + (["private_key_pem"] if not issuance.private_key_pem else [])
-    try:
-        issuance.save(force_update=True, update_fields=fields)
-    except DatabaseError as e:
-        if type(e) is not DatabaseError:  # only "forced update did not affect any rows"
-            raise
-        return None  # the certificate, and with it this issuance, was deleted meanwhile
+    for attempt in range(SAVE_ATTEMPTS):
+        try:
+            issuance.save(force_update=True, update_fields=fields)
+            break
+        except OperationalError:
+            if attempt == SAVE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))  # a deadlock victim: the other transaction goes first
+        except DatabaseError as e:
+            if type(e) is not DatabaseError:  # only "forced update did not affect any rows"
+                raise
+            return None  # the certificate, and with it this issuance, was deleted meanwhile
     return delay
 
 
