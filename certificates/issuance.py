@@ -7,6 +7,7 @@ issuance, with its saved order URL, to another worker.
 """
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -91,7 +92,9 @@ def step_check_dns(issuance: Issuance, acme: AcmeSession) -> float:
                     f"our DNS servers do not answer the TXT record {authz['record_name']}", permanent=False
                 )
             return _poll(issuance)
-    # Served everywhere: ask the CA to validate now rather than one task later.
+    # Served everywhere: ask the CA to validate now rather than one task later. The step moves
+    # first, so a failure is the answer's (labelled and retried as such), not the DNS check's.
+    _move(issuance, Step.ANSWER)
     return step_answer(issuance, acme)
 
 
@@ -322,7 +325,9 @@ def advance(issuance_id: int) -> float | None:
             # The CA forgot our account (a reset, a deactivation): register again and retry the step.
             accounts.account_forgotten(settings.ACME_DIRECTORY_URL, acme.account_url if acme else None)
             e = AcmeError("the CA no longer knew CertHub's account; registered again", permanent=False)
-        reason = f"{Step(step).label}: {e}"
+        # The step that failed (a step may go on into the next one), in words the customer can act
+        # on: the CA's own URLs (internal hosts and ports) stay in the log.
+        reason = f"{Step(issuance.step).label}: {_without_urls(str(e))}"
         log.warning("issuance %s failed at %s: %s", issuance.pk, step, e)
         issuance.last_error = reason
         budget_left = (issuance.started_at + timedelta(seconds=settings.CERTHUB_RETRY_BUDGET_SECONDS)) - now
@@ -374,6 +379,13 @@ def advance(issuance_id: int) -> float | None:
                 raise
             return None  # the certificate, and with it this issuance, was deleted meanwhile
     return delay
+
+
+_URL = re.compile(r"https?://[^\s\"'<>]+")
+
+
+def _without_urls(text: str) -> str:
+    return _URL.sub("(a CA resource)", text)
 
 
 def _hours(issuance: Issuance) -> str:
