@@ -73,7 +73,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from support import reset_stores  # noqa: E402
+from support import descendants, drop_database, flush_redis, reset_stores  # noqa: E402
 
 HOST = "127.0.0.1"
 DATABASE = "certhub_bench_fanout"
@@ -241,22 +241,6 @@ def setup_django(scratch: Path) -> None:
     call_command("migrate", verbosity=0, interactive=False)
 
 
-def drop_database() -> None:
-    import MySQLdb
-
-    connection = MySQLdb.connect(host=HOST, port=3306, user="root")
-    try:
-        connection.cursor().execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-    finally:
-        connection.close()
-
-
-def flush_redis() -> None:
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
-
-
 def store_version(certificate_id, fullchain: str, key_pem: str) -> tuple[int, datetime]:
     """Store a new current version and its event in one transaction, as issuance does.
 
@@ -376,22 +360,10 @@ class BenchNode:
 # CPU.
 
 
-def _tree(pid: int) -> list[int]:
-    found = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            found.extend(_tree(int(child)))
-    return found
-
-
 def process_tree_cpu(pid: int) -> float:
     """CPU seconds of a process and its living descendants, with the reaped children's (old workers')."""
     ticks = 0
-    for each in _tree(pid):
+    for each in descendants(pid):
         try:
             fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -694,14 +666,14 @@ def main() -> None:
         failed = False
     finally:
         with contextlib.suppress(Exception):
-            flush_redis()
+            flush_redis(REDIS_URL)
         if args.keep or failed:
             print(f"kept {scratch} and database {DATABASE}", file=sys.stderr)
         else:
             from django.db import connections
 
             connections.close_all()
-            drop_database()
+            drop_database(DATABASE, HOST)
             shutil.rmtree(scratch, ignore_errors=True)
     print_report(runs, reference_before, reference_seconds())
 

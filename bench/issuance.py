@@ -50,7 +50,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from support import knot_config, reset_stores, stop  # noqa: E402
+from support import descendants, knot_config, reset_stores, stop  # noqa: E402
 
 from acme_client.pebble import Pebble  # noqa: E402
 from certhub.ports import free_port  # noqa: E402
@@ -400,25 +400,13 @@ class StepWatcher:
         print(f"  {'sum of means':<20}      {total * 1000:7.1f} ms (POST to the DONE row; polling adds more)")
 
 
-def _descendants(pid: int) -> list[int]:
-    found = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            found.extend(_descendants(int(child)))
-    return found
-
-
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) used so far by a process and its living descendants.
 
     For this script itself, only its own time: its descendants are the servers, counted apart.
     """
     total = 0
-    for each in [pid] if pid == os.getpid() else _descendants(pid):
+    for each in [pid] if pid == os.getpid() else descendants(pid):
         try:
             fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:

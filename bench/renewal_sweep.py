@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from support import reset_stores
+from support import drop_database, flush_redis, reset_stores
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -77,22 +77,6 @@ class Run:
     next_ms: float = 0.0
     explain_first: str = ""
     explain_next: str = ""
-
-
-def drop_database() -> None:
-    import MySQLdb
-
-    connection = MySQLdb.connect(host=HOST, port=3306, user="root")
-    try:
-        connection.cursor().execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-    finally:
-        connection.close()
-
-
-def flush_redis() -> None:
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
 
 
 def setup_django() -> None:
@@ -174,7 +158,7 @@ def reset_claims(now: datetime) -> int:
         )
         reset = cursor.rowcount
         cursor.execute(f"DELETE FROM {connection.ops.quote_name(Issuance._meta.db_table)}")
-    flush_redis()
+    flush_redis(REDIS_URL)
     return reset
 
 
@@ -318,14 +302,14 @@ def main() -> None:
             measure(run, now)
             runs.append(run)
     finally:
-        flush_redis()
+        flush_redis(REDIS_URL)
         if args.keep:
             print(f"kept database {DATABASE}")
         else:
             from django.db import connection
 
             connection.close()
-            drop_database()
+            drop_database(DATABASE, HOST)
 
     print()
     print(

@@ -21,6 +21,36 @@ def reset_stores(*, database: str, redis_url: str, host: str = "127.0.0.1") -> N
     redis.Redis.from_url(redis_url).flushdb()
 
 
+def drop_database(database: str, host: str = "127.0.0.1") -> None:
+    """Drop a scratch MariaDB database (at the end of a run)."""
+    import MySQLdb
+
+    connection = MySQLdb.connect(host=host, port=3306, user="root")
+    try:
+        connection.cursor().execute(f"DROP DATABASE IF EXISTS {database}")
+    finally:
+        connection.close()
+
+
+def flush_redis(redis_url: str) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+
+
+def descendants(pid: int) -> list[int]:
+    """The process and its living descendants (from /proc)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            found.extend(descendants(int(child)))
+    return found
+
+
 def stop(process: subprocess.Popen, timeout: float = 15) -> None:
     """SIGTERM the process, then SIGKILL its process group (its own children) if it lingers."""
     if process.poll() is None:

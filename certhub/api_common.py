@@ -11,6 +11,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
+from certhub.errors import Invalid
 from certhub.models import Team
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ ERROR_IDS = {
     422: "unprocessable_entity",
     429: "too_many_requests",
     500: "server_error",
+    503: "service_unavailable",
 }
 
 
@@ -67,6 +69,8 @@ def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
 
 
 def exception_handler(exc: Exception, context: dict) -> Response:
+    if isinstance(exc, Invalid):  # a service refused the input: DigitalOcean's 422
+        exc = Unprocessable(exc.errors, error_code=exc.code)
     if isinstance(exc, RequestDataTooBig):
         return Response(error_body(413, "The request body is too large."), status=413)
     if isinstance(exc, Http404):

@@ -9,7 +9,7 @@ import socket
 
 from django.conf import settings
 
-from dns_zones.services import Invalid
+from certhub.errors import Invalid
 
 
 def check_public(host: str, field: str) -> None:

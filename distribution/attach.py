@@ -3,9 +3,10 @@
 import uuid
 from typing import Any
 
+from certhub.errors import Invalid
 from certhub.models import Team
 from certificates.models import Certificate
-from dns_zones.services import Invalid
+from distribution.models import CdnEndpoint, LoadBalancer, Node
 
 
 def covers(dns_names: list[str], name: str) -> bool:
@@ -47,8 +48,6 @@ def check_covers(certificate: Certificate, names: list[str], *, field: str = "ce
 
 def users_of(certificate: Certificate) -> list[str]:
     """What uses the certificate, in words, for the 403 that refuses to delete it."""
-    from distribution.models import CdnEndpoint, LoadBalancer, Node
-
     uses = [
         f"load balancer {lb.name!r} ({lb.pk})"
         for lb in LoadBalancer.objects.filter(forwarding_rules__certificate=certificate).distinct()

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 
+from certhub.errors import Invalid
 from certhub.models import Team
 from certhub.names import NameError_, is_hostname_label, is_within, to_ascii
 from certificates.models import Certificate
@@ -23,7 +24,6 @@ from distribution.adapters import adapter_for
 from distribution.addresses import check_public
 from distribution.delivery import TargetRef
 from distribution.models import CdnEndpoint, Deployment, Node
-from dns_zones.services import Invalid
 
 TTLS = (60, 600, 3600, 86400, 604800)
 DEFAULT_TTL = 3600

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, QuerySet
 
+from certhub.errors import Invalid
 from certhub.models import Team
 from certificates import services as certificate_services
 from certificates.models import Certificate
@@ -25,7 +26,6 @@ from distribution import delivery, platform
 from distribution.adapters.mariadb import node_admin
 from distribution.models import DatabaseCluster, Deployment, Node
 from distribution.nodes.mariadb import MariaDBError, MariaDBNode
-from dns_zones.services import Invalid
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from certificates.models import Certificate, CertificateVersion
 from distribution import notifications
 from distribution.adapters import AdapterError, TargetGone, adapter_for
 from distribution.models import CdnEndpoint, Deployment, ForwardingRule, LoadBalancer, Node
+from distribution.tasks import enqueue_delivery
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,6 @@ class TargetRef:
     node_id: int
 
 
-def plan_version(*, version_id: int) -> list[Deployment]:
-    """Plan the version on every target of its certificate, if it is still the current version."""
-    plan_versions(version_ids=[version_id])
-    return list(Deployment.objects.filter(version_id=version_id, status=Status.PENDING))
-
-
 def plan_versions(*, version_ids: list[int]) -> int:
     """Plan each version that is still its certificate's current one on every target; return how many were new.
 
@@ -130,11 +125,12 @@ def plan_versions(*, version_ids: list[int]) -> int:
     ]
     if not planned:
         return 0
-    before = Deployment.objects.filter(version_id__in=[v.pk for v in versions]).count()
+    current = [version.pk for version in versions]
+    before = Deployment.objects.filter(version_id__in=current).count()
     Deployment.objects.bulk_create(planned, ignore_conflicts=True, batch_size=500)
-    created = Deployment.objects.filter(version_id__in=[v.pk for v in versions]).count() - before
+    created = Deployment.objects.filter(version_id__in=current).count() - before
     Deployment.objects.filter(certificate_id__in=by_certificate, status=Status.PENDING).exclude(
-        version_id__in=[v.pk for v in versions]
+        version_id__in=current
     ).update(status=Status.SUPERSEDED)
     for node_id in {deployment.node_id for deployment in planned}:
         kick_on_commit(node_id)
@@ -180,8 +176,6 @@ def node_changed(node_id: int) -> None:
 
 def kick_on_commit(node_id: int) -> None:
     """Queue one delivery to the node after commit, however many deployments the transaction planned."""
-    from distribution.tasks import enqueue_delivery
-
     connection = transaction.get_connection()
     # Already queued in this transaction (a burst of renewals plans a thousand deployments at once)?
     if any(getattr(callback, "node_id", None) == node_id for _, callback, _ in connection.run_on_commit):

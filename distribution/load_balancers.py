@@ -13,13 +13,13 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 
+from certhub.errors import Invalid
 from certhub.models import Team
 from certificates.models import Certificate
 from distribution import attach, delivery
 from distribution.addresses import check_public
 from distribution.delivery import TargetRef
 from distribution.models import Deployment, ForwardingRule, LoadBalancer, Node
-from dns_zones.services import Invalid
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,254}")
 REGION = re.compile(r"[a-z]{2,6}[0-9]{1,2}")

@@ -5,6 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
+from certhub.errors import Invalid
 from certhub.tenancy import team_required
 from distribution import cdn, databases, load_balancers, selectors, webhooks
 from distribution.forms import (
@@ -16,7 +17,6 @@ from distribution.forms import (
     add_service_errors,
 )
 from distribution.models import CdnEndpoint, DatabaseCluster, Deployment, LoadBalancer, Webhook
-from dns_zones.services import Invalid
 
 RECENT_DELIVERIES = 50
 

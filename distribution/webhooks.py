@@ -22,10 +22,12 @@ from django.db.models import Q
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook as Signer
 
+from certhub.errors import Invalid
 from certhub.models import OutboxEvent, Team
 from distribution.addresses import refusal
+from distribution.delivery import retry_delay
 from distribution.models import Webhook, WebhookDelivery
-from dns_zones.services import Invalid
+from distribution.tasks import deliver_webhook
 
 log = logging.getLogger(__name__)
 Status = WebhookDelivery.Status
@@ -87,8 +89,6 @@ def body(event: OutboxEvent) -> dict:
 
 
 def _enqueue(delivery_id: int) -> None:
-    from distribution.tasks import deliver_webhook
-
     deliver_webhook.delay(delivery_id)
 
 
@@ -123,8 +123,6 @@ def deliver(delivery_id: int, *, now: datetime | None = None) -> float | None:
             status=Status.DELIVERED, delivered_at=timezone.now(), **fields
         )
         return None
-    from distribution.delivery import retry_delay
-
     delay = retry_delay(attempts)
     expired = timezone.now() + timedelta(seconds=delay) > delivery.created_at + timedelta(
         seconds=settings.CERTHUB_DELIVERY_RETRY_BUDGET_SECONDS

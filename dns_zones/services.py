@@ -6,6 +6,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from certhub.errors import Invalid
 from certhub.models import Team
 from certhub.names import NameError_, is_within, normalize_zone_name, parents, to_ascii
 from dns_zones import notify
@@ -27,14 +28,6 @@ TYPE_FIELDS = {
     Record.Type.CAA: {"flags", "tag"},
 }
 CREATABLE_TYPES = [t.value for t in TYPE_FIELDS]
-
-
-class Invalid(Exception):
-    """Input that cannot be stored: errors maps each field to its reasons."""
-
-    def __init__(self, errors: dict[str, list[str]]):
-        super().__init__(errors)
-        self.errors = errors
 
 
 NAME_TAKEN = "is already in use"

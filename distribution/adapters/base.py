@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from certificates.models import CertificateVersion
 from distribution.models import Deployment, Node
 
 
@@ -29,8 +30,27 @@ class Bundle:
     fullchain_pem: str  # leaf then chain
     private_key_pem: str
 
+    @classmethod
+    def of(cls, version: CertificateVersion) -> "Bundle":
+        """The version's PEMs; reading the key decrypts it, so call this only while deploying."""
+        return cls(
+            certificate_id=str(version.certificate_id),
+            serial=version.serial,
+            fullchain_pem=_lines(version.leaf_pem) + _lines(version.chain_pem),
+            private_key_pem=_lines(version.private_key_pem),
+        )
+
+    @property
+    def crt_file(self) -> str:
+        """Leaf, chain and key in one text, as HAProxy's crt files hold them."""
+        return self.fullchain_pem + self.private_key_pem
+
     def __repr__(self) -> str:  # never the key, even in a traceback's locals
         return f"Bundle(certificate_id={self.certificate_id!r}, serial={self.serial!r})"
+
+
+def _lines(pem: str) -> str:
+    return pem if not pem or pem.endswith("\n") else pem + "\n"
 
 
 class Adapter:

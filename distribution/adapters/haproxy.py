@@ -12,19 +12,13 @@ import json
 from pathlib import Path
 
 from certificates.models import Certificate, CertificateVersion
-from distribution.adapters.base import Adapter, AdapterError, TargetGone
+from distribution.adapters.base import Adapter, AdapterError, Bundle, TargetGone
 from distribution.files import write_atomic
 from distribution.models import Deployment, LoadBalancer
 from distribution.nodes.haproxy import Frontend, HAProxyError, HAProxyNode, render_config, render_crt_list
 from distribution.probe import probe_name, tls_serial
 
 KINDS = {"https": "https", "http2": "http2", "http": "http", "tcp": "tcp"}
-
-
-def bundle_pem(version: CertificateVersion) -> str:
-    """What a crt file holds: leaf, chain, key. Decrypts the key: call only while deploying."""
-    parts = [version.leaf_pem, version.chain_pem, version.private_key_pem]
-    return "".join(part if part.endswith("\n") else part + "\n" for part in parts if part)
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -117,7 +111,7 @@ class HAProxyAdapter(Adapter):
                 stale.unlink(missing_ok=True)
 
     def _write(self, path: Path, version: CertificateVersion) -> str:
-        pem = bundle_pem(version)
+        pem = Bundle.of(version).crt_file
         write_atomic(path, pem)
         return pem
 

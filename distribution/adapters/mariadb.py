@@ -7,7 +7,6 @@ keep their TLS, new ones get the new files, and the process never restarts.
 
 from pathlib import Path
 
-from certificates.models import CertificateVersion
 from distribution.adapters.base import Adapter, AdapterError, Bundle, TargetGone
 from distribution.files import write_atomic
 from distribution.models import Deployment, Node
@@ -22,16 +21,6 @@ def node_admin(node: Node) -> MariaDBAdmin:
     """An admin session on the node over TCP with its admin account; MariaDBError if refused."""
     return MariaDBAdmin(
         node.address, node.port, node.config.get("admin_user", ""), node.secret, connect_timeout=ADMIN_TIMEOUT
-    )
-
-
-def bundle_of(version: CertificateVersion) -> Bundle:
-    leaf = version.leaf_pem if version.leaf_pem.endswith("\n") else version.leaf_pem + "\n"
-    return Bundle(
-        certificate_id=str(version.certificate_id),
-        serial=version.serial,
-        fullchain_pem=leaf + version.chain_pem,
-        private_key_pem=version.private_key_pem,
     )
 
 
@@ -52,7 +41,7 @@ class MariaDBAdapter(Adapter):
         certificate = self.node.certificate
         if certificate is None or certificate.current_version_id is None:
             return  # the first version is deployed when it is issued
-        bundle = bundle_of(certificate.current_version)
+        bundle = Bundle.of(certificate.current_version)
         if self._installed(bundle):
             return
         self._install(bundle)
@@ -66,7 +55,7 @@ class MariaDBAdapter(Adapter):
             if deployment.certificate_id != self.node.certificate_id:
                 raise TargetGone("the node no longer serves this certificate")
         # Delivery only runs a certificate's current version, so every deployment here carries the same one.
-        self._install(bundle_of(deployments[-1].version))
+        self._install(Bundle.of(deployments[-1].version))
 
     def probe(self, deployment: Deployment) -> str:
         """The serial a MySQL client is served after its SSLRequest, as an application would see it."""

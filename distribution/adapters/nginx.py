@@ -7,7 +7,7 @@ The node's config holds {"workdir": ...}, the directory of an nginx started by `
 from pathlib import Path
 
 from certificates.models import CertificateVersion
-from distribution.adapters.base import Adapter, AdapterError, TargetGone
+from distribution.adapters.base import Adapter, AdapterError, Bundle, TargetGone
 from distribution.cdn import origin_parts
 from distribution.files import write_atomic
 from distribution.models import CdnEndpoint, Deployment
@@ -31,8 +31,8 @@ class NginxAdapter(Adapter):
     def _put(self, edge: NginxNode, endpoint: CdnEndpoint, version: CertificateVersion) -> None:
         """Write the endpoint's certificate pair from `version`, then its site (served after a reload)."""
         name = str(endpoint.pk)
-        fullchain = version.leaf_pem + version.chain_pem
-        cert_path, key_path = edge.write_certificate(name, fullchain, version.private_key_pem)
+        bundle = Bundle.of(version)
+        cert_path, key_path = edge.write_certificate(name, bundle.fullchain_pem, bundle.private_key_pem)
         scheme, origin = origin_parts(endpoint.origin)
         edge.write_site(
             Site(

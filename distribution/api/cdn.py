@@ -8,7 +8,6 @@ from rest_framework.views import APIView
 
 from certhub.api_common import (
     PageNumberLinksPagination,
-    Unprocessable,
     error_body,
     json_object,
     request_team,
@@ -17,7 +16,6 @@ from certhub.api_common import (
 from distribution import cdn as services
 from distribution.adapters import AdapterError
 from distribution.models import CdnEndpoint
-from dns_zones.services import Invalid
 
 
 def endpoint_dict(endpoint: CdnEndpoint) -> dict:
@@ -54,10 +52,7 @@ class CdnEndpointListView(APIView):
 
     @extend_schema(request=ENDPOINT_SCHEMA, responses={201: ENDPOINT_SCHEMA})
     def post(self, request):
-        try:
-            endpoint = services.cdn_endpoint_create(team=request_team(request), data=json_object(request))
-        except Invalid as e:
-            raise Unprocessable(e.errors) from None
+        endpoint = services.cdn_endpoint_create(team=request_team(request), data=json_object(request))
         return Response({"endpoint": endpoint_dict(endpoint)}, status=status.HTTP_201_CREATED)
 
 
@@ -69,10 +64,7 @@ class CdnEndpointDetailView(APIView):
     @extend_schema(request=ENDPOINT_SCHEMA, responses=ENDPOINT_SCHEMA)
     def put(self, request, cdn_id):
         endpoint = get_object_or_404(_team_endpoints(request).select_related("team", "certificate"), pk=cdn_id)
-        try:
-            services.cdn_endpoint_update(endpoint=endpoint, data=json_object(request))
-        except Invalid as e:
-            raise Unprocessable(e.errors) from None
+        services.cdn_endpoint_update(endpoint=endpoint, data=json_object(request))
         return Response({"endpoint": endpoint_dict(endpoint)})
 
     @extend_schema(responses={204: None})
@@ -87,12 +79,7 @@ class CdnCacheView(APIView):
         endpoint = get_object_or_404(_team_endpoints(request), pk=cdn_id)
         try:
             services.cdn_cache_purge(endpoint=endpoint, data=json_object(request))
-        except Invalid as e:
-            raise Unprocessable(e.errors) from None
         except AdapterError as e:
-            body = {
-                **error_body(503, f"The CDN edge could not purge now; try again. ({e})"),
-                "id": "service_unavailable",
-            }
+            body = error_body(503, f"The CDN edge could not purge now; try again. ({e})")
             return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -13,11 +13,10 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from certhub.api_common import Unprocessable, error_body, json_object, request_team, timestamp
+from certhub.api_common import error_body, json_object, request_team, timestamp
 from certhub.models import ApiToken
 from distribution import databases as services
 from distribution.models import DatabaseCluster
-from dns_zones.services import Invalid
 
 
 def connection_dict(cluster: DatabaseCluster, *, with_password: bool = True) -> dict:
@@ -74,9 +73,7 @@ DATABASE_SCHEMA = inline_serializer(
 
 
 def _unavailable(error: services.NodeUnavailable) -> Response:
-    return Response(
-        {**error_body(503, str(error)), "id": "service_unavailable"}, status=status.HTTP_503_SERVICE_UNAVAILABLE
-    )
+    return Response(error_body(503, str(error)), status=status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
 class DatabaseListView(APIView):
@@ -95,8 +92,6 @@ class DatabaseListView(APIView):
         team = request_team(request)
         try:
             cluster, _ = services.cluster_create(team=team, data=json_object(request))
-        except Invalid as e:
-            raise Unprocessable(e.errors) from None
         except services.NodeUnavailable as e:
             return _unavailable(e)
         return no_store(Response({"database": database_dict(cluster)}, status=status.HTTP_201_CREATED))

@@ -13,7 +13,6 @@ from rest_framework.views import APIView
 from certhub.api_common import PageNumberLinksPagination, Unprocessable, json_object, request_team, timestamp
 from distribution import load_balancers as services
 from distribution.models import LoadBalancer
-from dns_zones.services import Invalid
 
 DROPLETS_MEANINGLESS = "there are no droplets here; set target_addresses with PUT /v2/load_balancers/{id}"
 
@@ -78,10 +77,6 @@ def _team_lbs(request):
     return LoadBalancer.objects.filter(team=request_team(request)).prefetch_related("forwarding_rules")
 
 
-def _invalid(error: Invalid) -> Unprocessable:
-    return Unprocessable(error.errors)
-
-
 class LoadBalancerListView(APIView):
     @extend_schema(
         operation_id="load_balancers_list",
@@ -94,10 +89,7 @@ class LoadBalancerListView(APIView):
 
     @extend_schema(request=LB_SCHEMA, responses={202: LB_SCHEMA})
     def post(self, request):
-        try:
-            lb = services.load_balancer_create(team=request_team(request), data=json_object(request))
-        except Invalid as e:
-            raise _invalid(e) from None
+        lb = services.load_balancer_create(team=request_team(request), data=json_object(request))
         return Response({"load_balancer": lb_dict(_team_lbs(request).get(pk=lb.pk))}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -109,10 +101,7 @@ class LoadBalancerDetailView(APIView):
     @extend_schema(request=LB_SCHEMA, responses=LB_SCHEMA)
     def put(self, request, lb_id):
         lb = get_object_or_404(_team_lbs(request), pk=lb_id)
-        try:
-            services.load_balancer_update(lb=lb, data=json_object(request))
-        except Invalid as e:
-            raise _invalid(e) from None
+        services.load_balancer_update(lb=lb, data=json_object(request))
         return Response({"load_balancer": lb_dict(_team_lbs(request).get(pk=lb.pk))})
 
     @extend_schema(responses={204: None})
@@ -125,19 +114,13 @@ class ForwardingRulesView(APIView):
     @extend_schema(request=RULES_SCHEMA, responses={204: None})
     def post(self, request, lb_id):
         lb = get_object_or_404(_team_lbs(request), pk=lb_id)
-        try:
-            services.rules_add(lb=lb, data=json_object(request))
-        except Invalid as e:
-            raise _invalid(e) from None
+        services.rules_add(lb=lb, data=json_object(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=RULES_SCHEMA, responses={204: None})
     def delete(self, request, lb_id):
         lb = get_object_or_404(_team_lbs(request), pk=lb_id)
-        try:
-            services.rules_remove(lb=lb, data=json_object(request))
-        except Invalid as e:
-            raise _invalid(e) from None
+        services.rules_remove(lb=lb, data=json_object(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -6,7 +6,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from certhub.api_common import PageNumberLinksPagination, Unprocessable, json_object, request_team, timestamp
+from certhub.api_common import PageNumberLinksPagination, json_object, request_team, timestamp
 from distribution import webhooks as services
 from distribution.models import Webhook, WebhookDelivery
 
@@ -42,10 +42,7 @@ class WebhookListView(APIView):
 
     @extend_schema(request=WEBHOOK_SCHEMA, responses={201: WEBHOOK_SCHEMA})
     def post(self, request):
-        try:
-            webhook, secret = services.webhook_create(team=request_team(request), url=json_object(request).get("url"))
-        except services.Invalid as e:
-            raise Unprocessable(e.errors) from None
+        webhook, secret = services.webhook_create(team=request_team(request), url=json_object(request).get("url"))
         # The signing secret is shown once, now; it is stored encrypted and never returned again.
         response = Response({"webhook": {**webhook_dict(webhook), "secret": secret}}, status=status.HTTP_201_CREATED)
         response["Cache-Control"] = "no-store"

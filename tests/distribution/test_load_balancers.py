@@ -159,7 +159,7 @@ def test_a_load_balancer_serves_its_certificate_and_each_renewal_without_a_reloa
     from distribution.events import handle
 
     handle([version_event])
-    assert delivery.plan_version(version_id=old_version) == []
+    assert delivery.plan_versions(version_ids=[old_version]) == 0
     assert Deployment.objects.count() == count
 
     # Deleting the certificate in use is refused, naming the load balancer.
