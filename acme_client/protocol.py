@@ -11,6 +11,7 @@ import base64
 import datetime
 import email.utils
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,9 @@ from cryptography.x509.oid import NameOID
 USER_AGENT = "CertHub"
 TIMEOUT = 10  # seconds per HTTP request; a step is short, the caller retries later
 BAD_NONCE_ATTEMPTS = 8  # each attempt is two tries (ClientNetwork.post retries badNonce once)
+# find_order looks at this many of the account's newest orders, and follows this many list pages.
+FIND_ORDER_LIMIT = 100
+ORDER_LIST_PAGES = 20
 
 # The caller cannot fix these by waiting: the request, the names or the account must change.
 PERMANENT_PROBLEMS = frozenset(
@@ -60,11 +64,18 @@ class AcmeError(Exception):
     """A step failed; ``permanent`` says whether trying again later can help."""
 
     def __init__(
-        self, detail: str, *, permanent: bool, problem_type: str | None = None, retry_after: float | None = None
+        self,
+        detail: str,
+        *,
+        permanent: bool,
+        problem_type: str | None = None,
+        retry_after: float | None = None,
+        status: int | None = None,
     ) -> None:
         super().__init__(f"{problem_type}: {detail}" if problem_type else detail)
         self.detail = detail
         self.permanent = permanent
+        self.status = status  # the HTTP status of the CA's answer, when there was one
         self.problem_type = problem_type  # the short code, e.g. "rateLimited"
         self.retry_after = retry_after  # seconds, from the CA's Retry-After header
 
@@ -79,6 +90,7 @@ class OrderInfo:
     expires: datetime.datetime | None
     error: str | None = None
     retry_after: float | None = None
+    identifiers: tuple[str, ...] = ()  # the DNS names ordered, as the CA has them
 
 
 @dataclass(frozen=True)
@@ -281,6 +293,38 @@ class AcmeSession:
         response = self._post(self.directory["newOrder"], body)
         return self._order_info(response, response.headers["Location"])
 
+    def order_urls(self) -> list[str] | None:
+        """The account's orders (RFC 8555 7.1.2.1), oldest first; None when the CA keeps no list.
+
+        Pebble lists every order. Let's Encrypt lists none (Boulder has no "orders" field) and instead
+        answers a repeated new-order for the same names with the account's pending order.
+        """
+        with self._errors():
+            url = self._post(self.account_url, None).json().get("orders")
+            if not url:
+                return None
+            urls: list[str] = []
+            for _ in range(ORDER_LIST_PAGES):
+                response = self._post(url, None)
+                urls.extend(response.json().get("orders") or [])
+                url = response.links.get("next", {}).get("url")
+                if not url:
+                    break
+        return urls
+
+    def find_order(self, identifiers: list[str], *, taken: Callable[[str], bool]) -> OrderInfo | None:
+        """The account's newest order for exactly these names that is still to be worked (pending
+        or ready) and not `taken` by anyone else; None when there is none or the CA keeps no list."""
+        urls = self.order_urls()
+        wanted = sorted(name.lower() for name in identifiers)
+        for url in reversed((urls or [])[-FIND_ORDER_LIMIT:]):
+            if taken(url):
+                continue
+            order = self.get_order(url)
+            if order.status in ("pending", "ready") and sorted(order.identifiers) == wanted:
+                return order
+        return None
+
     def get_order(self, order_url: str) -> OrderInfo:
         """Fetch the order's current state."""
         return self._order_info(self._post(order_url, None), order_url)
@@ -400,6 +444,7 @@ class AcmeSession:
             expires=order.expires,
             error=_problem_detail(order.error),
             retry_after=_retry_after(response),
+            identifiers=tuple(i.value.lower() for i in order.identifiers or ()),
         )
 
 
@@ -427,7 +472,11 @@ class _ErrorTranslation:
             else:  # a problem we do not know: trust the HTTP status
                 permanent = status is not None and status < 500 and status != 429
             raise AcmeError(
-                exc.detail or exc.description or code, permanent=permanent, problem_type=code, retry_after=retry_after
+                exc.detail or exc.description or code,
+                permanent=permanent,
+                problem_type=code,
+                retry_after=retry_after,
+                status=status,
             ) from exc
         if isinstance(exc, requests.RequestException):
             raise AcmeError(f"cannot reach the CA: {exc}", permanent=False) from exc
@@ -436,5 +485,7 @@ class _ErrorTranslation:
             # 5xx without a problem document, a truncated body. Permanent only for a 4xx.
             permanent = status is not None and 400 <= status < 500 and status != 429
             detail = f"HTTP {status}" if status else "unexpected response"
-            raise AcmeError(f"{detail} from the CA: {exc}", permanent=permanent, retry_after=retry_after) from exc
+            raise AcmeError(
+                f"{detail} from the CA: {exc}", permanent=permanent, retry_after=retry_after, status=status
+            ) from exc
         return False

@@ -283,8 +283,15 @@ CERTHUB_RETRY_BASE_DELAY = float(envint("CERTHUB_RETRY_BASE_DELAY_MS", 5000)) / 
 CERTHUB_RETRY_MAX_DELAY = float(envint("CERTHUB_RETRY_MAX_DELAY_MS", 600_000)) / 1000
 CERTHUB_POLL_FIRST_DELAY = float(envint("CERTHUB_POLL_FIRST_DELAY_MS", 20)) / 1000
 CERTHUB_POLL_MAX_DELAY = float(envint("CERTHUB_POLL_MAX_DELAY_MS", 10_000)) / 1000
-# A worker holds a step this long; after it, a killed worker's step is resumed by the sweep.
-CERTHUB_STEP_LEASE_SECONDS = envint("CERTHUB_STEP_LEASE_SECONDS", 120)
+# A worker's claim on a step lasts this long and is renewed every third of it while the worker
+# lives (certhub.leases): a killed worker's step is free again within a lease, and the resume sweep
+# (every RESUME_SWEEP_SECONDS) hands it to another worker.
+CERTHUB_STEP_LEASE_SECONDS = envint("CERTHUB_STEP_LEASE_SECONDS", 15)
+if CERTHUB_STEP_LEASE_SECONDS < 3:
+    raise ImproperlyConfigured("CERTHUB_STEP_LEASE_SECONDS must be at least 3")
+CERTHUB_RESUME_SWEEP_SECONDS = envint("CERTHUB_RESUME_SWEEP_SECONDS", 5)
+# Tests only: where the fault tests leave the names of points at which a worker kills itself (certhub.faults).
+CERTHUB_FAULTS_DIR = envstr("CERTHUB_FAULTS_DIR")
 CERTHUB_DNS_CHECK_MAX_POLLS = envint("CERTHUB_DNS_CHECK_MAX_POLLS", 15)
 CERTHUB_RESUME_BATCH = envint("CERTHUB_RESUME_BATCH", 1000)
 
@@ -343,7 +350,8 @@ _sweep_offset = int(hashlib.sha256(SECRET_KEY.encode()).hexdigest(), 16)
 CELERY_BEAT_SCHEDULE = {
     "resume-issuances": {
         "task": "certificates.tasks.resume_issuances",
-        "schedule": float(envint("CERTHUB_RESUME_SWEEP_SECONDS", 30)),
+        "schedule": float(CERTHUB_RESUME_SWEEP_SECONDS),
+        "options": {"expires": CERTHUB_RESUME_SWEEP_SECONDS},
     },
     "renewal-sweep": {
         "task": "certificates.tasks.renewal_sweep",

@@ -2,22 +2,26 @@
 
 `advance(issuance_id)` claims the issuance with a lease, runs its current step, saves the
 result and returns the delay before the next step (None when there is nothing more to do).
-A worker killed mid-step leaves the lease to expire; the resume sweep then hands the same
-issuance, with its saved order URL, to another worker.
+The lease is renewed while the worker lives (certhub.leases), so a killed worker's lapses within
+CERTHUB_STEP_LEASE_SECONDS and the resume sweep hands the same issuance, with its saved order URL,
+to another worker; every write of a step is conditional on its claim, so a worker that stalled
+past its lease writes nothing over its successor's work.
 """
 
 import logging
 import re
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, OperationalError, transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from acme_client import accounts
 from acme_client.protocol import AcmeError, AcmeSession, RenewalInfo, ari_certificate_id, make_csr
+from certhub import faults
+from certhub.leases import KeptLeases, new_token
 from certificates import events, keys, notifications, renewal
 from certificates.models import Certificate, CertificateVersion, Issuance
 from dns_zones.providers import DnsProvider, DnsProviderError, provider_class
@@ -27,6 +31,13 @@ Step = Issuance.Step
 # A step that lost a deadlock runs again this soon; the saved result is written this many times at most.
 TRANSIENT_RETRY_SECONDS = 0.2
 SAVE_ATTEMPTS = 3
+# A value not served after this many checks (about 3 s at the default delays) is worth a word on the
+# certificate; a DNS server that does not answer at all is, at once.
+DNS_CHECK_QUIET_POLLS = 8
+
+
+class ClaimLost(Exception):
+    """Another worker holds the issuance now (this one stalled past its lease): write nothing more."""
 
 
 class StepFailed(Exception):
@@ -55,12 +66,27 @@ def _move(issuance: Issuance, step: str) -> float:
 
 
 def step_new_order(issuance: Issuance, acme: AcmeSession) -> float:
-    order = acme.new_order(issuance.dns_names, replaces=issuance.replaces or None)
-    issuance.orders_created += 1
+    order = None
+    if issuance.order_requested_at:
+        # An earlier request's answer was never saved (its worker died, or the answer was lost on
+        # the way): the CA may hold that order, so take it up rather than open a second one.
+        order = acme.find_order(issuance.dns_names, taken=lambda url: _order_taken(issuance, url))
+        if order is not None:
+            log.info("issuance %s: took up the order its earlier request opened", issuance.pk)
+    if order is None:
+        issuance.order_requested_at = timezone.now()
+        _write_claimed(issuance, "order_requested_at")
+        order = acme.new_order(issuance.dns_names, replaces=issuance.replaces or None)
+        issuance.orders_created += 1
+    issuance.order_requested_at = None
     issuance.order_url = order.url
     issuance.finalize_url = order.finalize_url
     issuance.authorizations = [{"url": url} for url in order.authorizations]
     return _move(issuance, Step.PUBLISH)
+
+
+def _order_taken(issuance: Issuance, url: str) -> bool:
+    return Issuance.objects.filter(order_url=url).exclude(pk=issuance.pk).exists()
 
 
 def step_publish(issuance: Issuance, acme: AcmeSession) -> float:
@@ -86,10 +112,14 @@ def step_publish(issuance: Issuance, acme: AcmeSession) -> float:
 def step_check_dns(issuance: Issuance, acme: AcmeSession) -> float:
     provider = _provider(issuance)
     for authz in issuance.authorizations:
-        if "value" in authz and not provider.is_served(authz["record_name"], authz["value"]):
+        problem = provider.not_served_because(authz["record_name"], authz["value"]) if "value" in authz else None
+        if problem:
             if issuance.polls >= settings.CERTHUB_DNS_CHECK_MAX_POLLS:
-                raise StepFailed(
-                    f"our DNS servers do not answer the TXT record {authz['record_name']}", permanent=False
+                raise StepFailed(problem, permanent=False)
+            if issuance.polls >= DNS_CHECK_QUIET_POLLS or "do not answer" in problem:
+                # Shown while it lasts, not only once the checks give up half a minute later.
+                Certificate.objects.filter(pk=issuance.certificate_id).update(
+                    last_error=f"{Step.CHECK_DNS.label}: {problem} (checking again)"
                 )
             return _poll(issuance)
     # Served everywhere: ask the CA to validate now rather than one task later. The step moves
@@ -141,7 +171,7 @@ def step_finalize(issuance: Issuance, acme: AcmeSession) -> float:
     else:
         # Saved before sending, so a retried finalize signs the same key.
         issuance.private_key_pem = keys.private_key_to_pem(keys.generate_private_key(issuance.key_type))
-        issuance.save(update_fields=["private_key_pem"])
+        _write_claimed(issuance, "private_key_pem")
     csr = make_csr(keys.load_private_key(issuance.private_key_pem), issuance.dns_names)
     return _after_finalize(issuance, acme.finalize(issuance.order_url, issuance.finalize_url, csr))
 
@@ -296,24 +326,48 @@ def _restart(issuance: Issuance) -> None:
 # What a step may change; the key is written on its own (by finalize) and only cleared here,
 # so most steps neither re-encrypt nor rewrite it.
 SAVED_EVERY_STEP = [
-    "step", "attempts", "polls", "orders_created", "last_error", "next_attempt_at", "finished_at",
-    "order_url", "finalize_url", "certificate_url", "authorizations",
+    "step", "attempts", "polls", "orders_created", "order_requested_at", "last_error", "next_attempt_at",
+    "finished_at", "order_url", "finalize_url", "certificate_url", "authorizations",
 ]  # fmt: skip
+# The claims this process holds, kept alive while it runs their steps.
+STEP_LEASES = KeptLeases(
+    Issuance, until_field="next_attempt_at", token_field="claim", seconds=lambda: settings.CERTHUB_STEP_LEASE_SECONDS
+)
+
+
+def _write_claimed(issuance: Issuance, *fields: str, release: bool = False) -> None:
+    """Write these fields of the issuance if this worker's claim still holds it; raise ClaimLost if not."""
+    values = {field: getattr(issuance, field) for field in fields}
+    if release:
+        values["claim"] = ""
+    if not Issuance.objects.filter(pk=issuance.pk, claim=issuance.claim).update(**values):
+        raise ClaimLost(f"issuance {issuance.pk} was deleted or taken over by another worker")
 
 
 def advance(issuance_id: int) -> float | None:
     """Run the issuance's current step if it is due; return the delay before the next one."""
     now = timezone.now()
-    lease = now + timedelta(seconds=settings.CERTHUB_STEP_LEASE_SECONDS)
+    token = new_token()
     claimed = (
         Issuance.objects.filter(pk=issuance_id, next_attempt_at__lte=now)
         .exclude(step__in=[Step.DONE, Step.FAILED])
-        .update(next_attempt_at=lease)
+        .update(next_attempt_at=now + timedelta(seconds=settings.CERTHUB_STEP_LEASE_SECONDS), claim=token)
     )
     if not claimed:
         return None  # not due, finished, deleted, or another worker holds it
+    with STEP_LEASES.hold(issuance_id, token):
+        try:
+            return _run_claimed(issuance_id, now)
+        except ClaimLost as e:
+            # Deleted, or this worker stalled past its lease and another one runs the step now.
+            log.warning("%s; its step's result is dropped", e)
+            return None
+
+
+def _run_claimed(issuance_id: int, now: datetime) -> float | None:
     issuance = Issuance.objects.select_related("certificate__team").get(pk=issuance_id)
     step = issuance.step
+    faults.point(f"issuance.{step}.claimed", str(issuance.pk))
     acme: AcmeSession | None = None
     try:
         acme = accounts.session()
@@ -321,32 +375,7 @@ def advance(issuance_id: int) -> float | None:
         issuance.attempts = 0
         issuance.last_error = ""
     except (AcmeError, DnsProviderError, StepFailed) as e:
-        if isinstance(e, AcmeError) and e.problem_type == "accountDoesNotExist":
-            # The CA forgot our account (a reset, a deactivation): register again and retry the step.
-            accounts.account_forgotten(settings.ACME_DIRECTORY_URL, acme.account_url if acme else None)
-            e = AcmeError("the CA no longer knew CertHub's account; registered again", permanent=False)
-        # The step that failed (a step may go on into the next one), in words the customer can act
-        # on: the CA's own URLs (internal hosts and ports) stay in the log.
-        reason = f"{Step(issuance.step).label}: {_without_urls(str(e))}"
-        log.warning("issuance %s failed at %s: %s", issuance.pk, step, e)
-        issuance.last_error = reason
-        budget_left = (issuance.started_at + timedelta(seconds=settings.CERTHUB_RETRY_BUDGET_SECONDS)) - now
-        delay = _retry_delay(issuance, e)
-        if e.permanent or budget_left.total_seconds() < delay:
-            _fail(
-                issuance,
-                reason if e.permanent else f"{reason} (gave up after retrying for {_hours(issuance)})",
-            )
-            delay = None
-        else:
-            issuance.attempts += 1
-            if isinstance(e, StepFailed) and step in (
-                Step.POLL_AUTHORIZATIONS,
-                Step.FINALIZE,
-                Step.POLL_ORDER,
-            ):
-                _restart(issuance)
-            Certificate.objects.filter(pk=issuance.certificate_id).update(last_error=reason)
+        delay = _after_failure(issuance, step, e, acme, now)
     except OperationalError as e:
         # A deadlock or lock timeout with another worker (or a dropped connection): the step's
         # transaction rolled back and steps are idempotent, so run it again shortly instead of
@@ -354,13 +383,14 @@ def advance(issuance_id: int) -> float | None:
         log.warning("issuance %s: database error at %s, retrying: %s", issuance.pk, step, e)
         # Nothing of the step is saved (what it changed in memory may be half done): only the claim
         # is given back, so the next task finds the step due.
-        next_at = now + timedelta(seconds=TRANSIENT_RETRY_SECONDS)
-        Issuance.objects.filter(pk=issuance.pk).update(next_attempt_at=next_at)
+        issuance.next_attempt_at = now + timedelta(seconds=TRANSIENT_RETRY_SECONDS)
+        _write_claimed(issuance, "next_attempt_at", release=True)
         return TRANSIENT_RETRY_SECONDS
     except Certificate.DoesNotExist:
         return None
     if issuance.step == Step.DONE:
         delay = None
+    faults.point(f"issuance.{step}.done", str(issuance.pk))
     # Counted from the claim, not the end of the step: the next task's countdown starts later, so
     # it always finds the step due (even on a worker whose clock is a little behind); otherwise it
     # would be dropped and wait for the resume sweep.
@@ -368,16 +398,43 @@ def advance(issuance_id: int) -> float | None:
     fields = SAVED_EVERY_STEP + (["private_key_pem"] if not issuance.private_key_pem else [])
     for attempt in range(SAVE_ATTEMPTS):
         try:
-            issuance.save(force_update=True, update_fields=fields)
+            _write_claimed(issuance, *fields, release=True)
             break
         except OperationalError:
             if attempt == SAVE_ATTEMPTS - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))  # a deadlock victim: the other transaction goes first
-        except DatabaseError as e:
-            if type(e) is not DatabaseError:  # only "forced update did not affect any rows"
-                raise
-            return None  # the certificate, and with it this issuance, was deleted meanwhile
+    return delay
+
+
+def _after_failure(
+    issuance: Issuance, step: str, e: Exception, acme: AcmeSession | None, now: datetime
+) -> float | None:
+    """Record a failed step; return the delay before it is tried again, or None when it is given up."""
+    # A failure that spoiled the order: clean up and open a new order on the next try.
+    restart = isinstance(e, StepFailed) and step in (Step.POLL_AUTHORIZATIONS, Step.FINALIZE, Step.POLL_ORDER)
+    if isinstance(e, AcmeError) and e.problem_type == "accountDoesNotExist":
+        # The CA forgot our account (a reset, a deactivation): register again and retry the step.
+        accounts.account_forgotten(settings.ACME_DIRECTORY_URL, acme.account_url if acme else None)
+        e = AcmeError("the CA no longer knew CertHub's account; registered again", permanent=False)
+    elif isinstance(e, AcmeError) and e.status == 404 and issuance.order_url:
+        # The CA no longer has the order, its authorizations or its certificate (a CA reset).
+        e = AcmeError("the CA no longer had the order; opening a new one", permanent=False)
+        restart = True
+    # The step that failed (a step may go on into the next one), in words the customer can act
+    # on: the CA's own URLs (internal hosts and ports) stay in the log.
+    reason = f"{Step(issuance.step).label}: {_without_urls(str(e))}"
+    log.warning("issuance %s failed at %s: %s", issuance.pk, step, e)
+    issuance.last_error = reason
+    budget_left = (issuance.started_at + timedelta(seconds=settings.CERTHUB_RETRY_BUDGET_SECONDS)) - now
+    delay = _retry_delay(issuance, e)
+    if e.permanent or budget_left.total_seconds() < delay:
+        _fail(issuance, reason if e.permanent else f"{reason} (gave up after retrying for {_hours(issuance)})")
+        return None
+    issuance.attempts += 1
+    if restart:
+        _restart(issuance)
+    Certificate.objects.filter(pk=issuance.certificate_id).update(last_error=reason)
     return delay
 
 

@@ -82,8 +82,13 @@ class Issuance(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     polls = models.PositiveIntegerField(default=0)
     orders_created = models.PositiveIntegerField(default=0)
+    # Set just before a new-order request is sent and cleared once its answer is saved: still set on
+    # resume, the CA may hold an order this issuance never saw, to be taken up rather than doubled.
+    order_requested_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     next_attempt_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The token of the worker running the current step (certhub.leases); empty when none does.
+    claim = models.CharField(max_length=16, blank=True)
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     # ACME resources, saved before the next step so a new worker resumes the same order.
