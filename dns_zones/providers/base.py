@@ -25,4 +25,9 @@ class DnsProvider:
 
     def is_served(self, name: str, value: str) -> bool:
         """True once the authoritative servers answer `value` at `name`."""
+        return self.not_served_because(name, value) is None
+
+    def not_served_because(self, name: str, value: str) -> str | None:
+        """None once the authoritative servers answer `value` at `name`; else why not, in the
+        customer's words (servers not answering, or not serving it yet)."""
         raise NotImplementedError

@@ -41,7 +41,7 @@ class HostedZoneProvider(DnsProvider):
         if zone is not None:
             services.txt_cleanup(zone=zone, name=name, value=value)
 
-    def is_served(self, name: str, value: str) -> bool:
+    def not_served_because(self, name: str, value: str) -> str | None:
         host, port = settings.CERTHUB_DNS_LISTEN
         query = dns.message.make_query(name + ".", dns.rdatatype.TXT)
         try:
@@ -49,13 +49,14 @@ class HostedZoneProvider(DnsProvider):
             if response.flags & dns.flags.TC:
                 response = dns.query.tcp(query, host, port=port, timeout=QUERY_TIMEOUT)
         except (OSError, dns.exception.DNSException):
-            return False
+            return "CertHub's DNS servers do not answer (a fault on our side, being fixed; nothing for you to do)"
         if response.rcode() != dns.rcode.NOERROR:
-            return False
+            return f"CertHub's DNS servers answer {dns.rcode.to_text(response.rcode())} for {name}"
         wanted = value.encode()
-        return any(
+        served = any(
             b"".join(rdata.strings) == wanted
             for rrset in response.answer
             if rrset.rdtype == dns.rdatatype.TXT
             for rdata in rrset
         )
+        return None if served else f"CertHub's DNS servers do not serve the TXT record {name} yet"
