@@ -5,6 +5,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, parsers, status
 from rest_framework.pagination import PageNumberPagination
@@ -15,6 +16,8 @@ from certhub.errors import Invalid
 from certhub.models import Team
 
 log = logging.getLogger(__name__)
+# Seconds a client is asked to wait when the database is away.
+DATABASE_RETRY_AFTER = 5
 
 NOT_FOUND_MESSAGE = "The resource you were accessing could not be found."
 ERROR_IDS = {
@@ -73,6 +76,11 @@ def exception_handler(exc: Exception, context: dict) -> Response:
         exc = Unprocessable(exc.errors, error_code=exc.code)
     if isinstance(exc, RequestDataTooBig):
         return Response(error_body(413, "The request body is too large."), status=413)
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is away (restarting, failing over): nothing was done, and trying again soon will work.
+        log.warning("API request failed on the database: %s", exc)
+        body = error_body(503, "The service is briefly unavailable; try again in a few seconds.")
+        return Response(body, status=503, headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(NOT_FOUND_MESSAGE)
     elif isinstance(exc, PermissionDenied):
