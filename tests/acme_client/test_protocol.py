@@ -321,3 +321,13 @@ def test_new_order_can_name_the_certificate_it_replaces(pebble, acme, challtests
     assert stub_ca.payloads[("POST", "/order")]["replaces"] == ari_certificate_id(old)
     session.new_order(["replaced.example.test"])
     assert "replaces" not in stub_ca.payloads[("POST", "/order")]
+
+
+def test_find_order_takes_up_the_newest_pending_order_for_the_same_names_that_nobody_holds(acme):
+    first = acme.new_order(["find.example.com"])
+    second = acme.new_order(["find.example.com"])
+    other = acme.new_order(["other.example.com"])
+    assert acme.order_urls() == [first.url, second.url, other.url]
+    assert acme.find_order(["FIND.example.com"], taken=lambda url: False).url == second.url
+    assert acme.find_order(["find.example.com"], taken=lambda url: url == second.url).url == first.url
+    assert acme.find_order(["find.example.com", "www.find.example.com"], taken=lambda url: False) is None

@@ -272,3 +272,19 @@ def test_database_crashed_mid_burst_loses_no_certificate_and_leaves_no_500(stack
     assert_one_order_and_one_version_each(stack, made)
     statuses = Counter(stack.get(path).status_code for path in ["/v2/certificates", "/v2/domains"] * 10)
     assert statuses == {200: 20}, statuses
+
+
+def test_a_ca_restarted_with_orders_in_flight_gets_new_orders_for_them(stack):
+    # Held at the DNS check (our DNS server stopped), each issuance has an order at the CA.
+    stack.dns.kill()
+    try:
+        made = request_certificates(stack, "reset", 3)
+        wait_for_errors(stack, made, timeout=15)
+        ids = ", ".join(f"'{i.replace('-', '')}'" for i in made)
+        held = stack.sql(f"SELECT order_url FROM certificates_issuance WHERE certificate_id IN ({ids})")
+        assert all(url for (url,) in held), held
+        stack.restart_pebble()
+    finally:
+        stack.dns.start()
+    wait_until_issued(stack, made, deadline=90)
+    assert_one_order_and_one_version_each(stack, made)  # at the new CA: the old orders died with the old one
