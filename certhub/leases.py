@@ -21,6 +21,7 @@ from django.db import connection, models
 from django.utils import timezone
 
 log = logging.getLogger(__name__)
+TICK_SECONDS = 0.5
 
 
 def new_token() -> str:
@@ -37,7 +38,7 @@ class KeptLeases:
         self.until_field = until_field
         self.token_field = token_field
         self.seconds = seconds  # read at each renewal, so a changed setting takes effect
-        self._held: dict[int, str] = {}
+        self._held: dict[int, tuple[str, float]] = {}  # pk: (token, when its lease was last written)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -46,7 +47,7 @@ class KeptLeases:
     def hold(self, pk: int, token: str) -> Iterator[None]:
         """Keep the lease on row `pk` (claimed with `token`) alive until the block ends."""
         with self._lock:
-            self._held[pk] = token
+            self._held[pk] = (token, time.monotonic())
             self._ensure_thread()
         try:
             yield
@@ -64,16 +65,25 @@ class KeptLeases:
 
     def _run(self) -> None:
         while True:
-            time.sleep(self.seconds() / 3)
+            time.sleep(TICK_SECONDS)
+            # Each lease is renewed once a third of it has passed since it was written; a step shorter
+            # than that (most are) costs no renewal at all.
+            due_before = time.monotonic() - self.seconds() / 3
             with self._lock:
-                held = dict(self._held)
-            if not held:
+                due = {pk: token for pk, (token, written) in self._held.items() if written < due_before}
+            if not due:
                 continue
             try:
-                self.renew(held)
-            except Exception:  # the database is away: try again next round (the lease may lapse)
+                self.renew(due)
+            except Exception:  # the database is away: try again next tick (the lease may lapse)
                 log.warning("leases on %s not renewed", self.model.__name__, exc_info=True)
                 connection.close()
+                continue
+            now = time.monotonic()
+            with self._lock:
+                for pk, token in due.items():
+                    if self._held.get(pk, ("",))[0] == token:
+                        self._held[pk] = (token, now)
 
     def renew(self, held: dict[int, str]) -> int:
         """Extend the leases still held by these tokens; return how many were."""

@@ -295,6 +295,26 @@ CERTHUB_FAULTS_DIR = envstr("CERTHUB_FAULTS_DIR")
 CERTHUB_DNS_CHECK_MAX_POLLS = envint("CERTHUB_DNS_CHECK_MAX_POLLS", 15)
 CERTHUB_RESUME_BATCH = envint("CERTHUB_RESUME_BATCH", 1000)
 
+# The CA's rate limits, counted per ACME account before each request (acme_client/limits.py):
+# "name=count/seconds,..." overrides Let's Encrypt's numbers (new_orders=300/10800,
+# certificates_per_domain=50/604800, certificates_per_exact_set=5/604800, failed_authorizations=5/3600).
+CERTHUB_CA_LIMITS: dict[str, tuple[int, int]] = {}
+for _item in envlist("CERTHUB_CA_LIMITS"):
+    try:
+        _name, _value = _item.split("=", 1)
+        _count, _seconds = (int(v) for v in _value.split("/", 1))
+    except ValueError:
+        raise ImproperlyConfigured(f"CERTHUB_CA_LIMITS: {_item!r} is not name=count/seconds") from None
+    if _name not in ("new_orders", "certificates_per_domain", "certificates_per_exact_set", "failed_authorizations"):
+        raise ImproperlyConfigured(f"CERTHUB_CA_LIMITS: unknown limit {_name!r}")
+    if _count < 1 or _seconds < 1:
+        raise ImproperlyConfigured(f"CERTHUB_CA_LIMITS: {_item!r} needs a count and seconds of at least 1")
+    CERTHUB_CA_LIMITS[_name] = (_count, _seconds)
+# The share of the new-order budget that renewals leave to customers' own requests.
+CERTHUB_CA_CUSTOMER_RESERVE = envfloat("CERTHUB_CA_CUSTOMER_RESERVE", 0.2)
+if not 0 <= CERTHUB_CA_CUSTOMER_RESERVE < 1:
+    raise ImproperlyConfigured("CERTHUB_CA_CUSTOMER_RESERVE must be at least 0 and below 1")
+
 # Renewal: renew once this fraction of a certificate's lifetime has elapsed ("30 of 90 days"),
 # unless the CA's ACME Renewal Information says when. The sweep runs every SWEEP_HOURS at a
 # fixed offset derived from SECRET_KEY (not on the hour, the same across beat restarts), and
@@ -363,6 +383,10 @@ CELERY_BEAT_SCHEDULE = {
     "outbox-relay": {"task": "certhub.tasks.relay_outbox", "schedule": 10.0, "options": {"expires": 10}},
     "deliver-due": {"task": "distribution.tasks.deliver_due", "schedule": 5.0, "options": {"expires": 5}},
     "webhooks-due": {"task": "distribution.tasks.deliver_due_webhooks", "schedule": 5.0, "options": {"expires": 5}},
+    "limit-uses-prune": {
+        "task": "acme_client.tasks.prune_limit_uses",
+        "schedule": crontab(minute=str((_sweep_offset // 17) % 60), hour=str((_sweep_offset // 19) % 24)),
+    },
     "outbox-prune": {
         "task": "certhub.tasks.prune_outbox",
         "schedule": crontab(minute=str((_sweep_offset // 11) % 60), hour=str((_sweep_offset // 13) % 24)),

@@ -161,7 +161,7 @@ class CertificateActionView(APIView):
         try:
             issuance = services.certificate_renew_now(certificate=certificate)
         except Invalid as e:
-            raise Unprocessable(e.errors) from None
+            raise _unprocessable(e) from None
         action = {
             "id": issuance.pk, "status": "in-progress", "type": "renew",
             "started_at": issuance.started_at.isoformat().replace("+00:00", "Z"), "completed_at": None,

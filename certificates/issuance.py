@@ -9,6 +9,7 @@ past its lease writes nothing over its successor's work.
 """
 
 import logging
+import random
 import re
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from django.conf import settings
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
-from acme_client import accounts
+from acme_client import accounts, limits
 from acme_client.protocol import AcmeError, AcmeSession, RenewalInfo, ari_certificate_id, make_csr
 from certhub import faults
 from certhub.leases import KeptLeases, new_token
@@ -34,6 +35,8 @@ SAVE_ATTEMPTS = 3
 # A value not served after this many checks (about 3 s at the default delays) is worth a word on the
 # certificate; a DNS server that does not answer at all is, at once.
 DNS_CHECK_QUIET_POLLS = 8
+# Issuances waiting for a CA limit go within this many seconds after it frees up, not all at once.
+LIMIT_SPREAD_SECONDS = 30
 
 
 class ClaimLost(Exception):
@@ -74,9 +77,24 @@ def step_new_order(issuance: Issuance, acme: AcmeSession) -> float:
         if order is not None:
             log.info("issuance %s: took up the order its earlier request opened", issuance.pk)
     if order is None:
+        account = accounts.account_for(settings.ACME_DIRECTORY_URL)
+        # Counted before it is sent; an ARI renewal naming what it replaces is exempt, as at Let's Encrypt.
+        limits.spend_new_order(
+            account, issuance.dns_names, renewal=issuance.reason != "issue", exempt=bool(issuance.replaces)
+        )
         issuance.order_requested_at = timezone.now()
         _write_claimed(issuance, "order_requested_at")
-        order = acme.new_order(issuance.dns_names, replaces=issuance.replaces or None)
+        try:
+            order = acme.new_order(issuance.dns_names, replaces=issuance.replaces or None)
+        except AcmeError as e:
+            if e.problem_type != "rateLimited":
+                raise
+            # Refused after all (another client of the account, or limits set too high): wait as told,
+            # every order of the account if the new-order limit is the one, else this one.
+            until = timezone.now() + timedelta(seconds=e.retry_after or 3600)
+            if "new orders" in e.detail.lower():
+                until = limits.paused_by_ca(account, e.retry_after)
+            raise limits.LimitReached(limits.limit(limits.NEW_ORDERS), "the CA asked us to wait", until) from e
         issuance.orders_created += 1
     issuance.order_requested_at = None
     issuance.order_url = order.url
@@ -149,6 +167,7 @@ def step_poll_authorizations(issuance: Issuance, acme: AcmeSession) -> float:
         if info.status == "pending":
             retry_after = max(retry_after or 0, info.retry_after or 0)
         elif info.status != "valid":
+            limits.failed_authorization(accounts.account_for(settings.ACME_DIRECTORY_URL), info.identifier)
             raise StepFailed(
                 f"the CA could not validate {info.identifier}: {info.error or info.status}. "
                 f"Check that {info.txt_name} is not delegated elsewhere and that no CAA record forbids "
@@ -327,7 +346,7 @@ def _restart(issuance: Issuance) -> None:
 # so most steps neither re-encrypt nor rewrite it.
 SAVED_EVERY_STEP = [
     "step", "attempts", "polls", "orders_created", "order_requested_at", "last_error", "next_attempt_at",
-    "finished_at", "order_url", "finalize_url", "certificate_url", "authorizations",
+    "started_at", "finished_at", "order_url", "finalize_url", "certificate_url", "authorizations",
 ]  # fmt: skip
 # The claims this process holds, kept alive while it runs their steps.
 STEP_LEASES = KeptLeases(
@@ -374,6 +393,8 @@ def _run_claimed(issuance_id: int, now: datetime) -> float | None:
         delay: float | None = STEPS[step](issuance, acme)
         issuance.attempts = 0
         issuance.last_error = ""
+    except limits.LimitReached as e:
+        delay = _wait_for_limit(issuance, e, now)
     except (AcmeError, DnsProviderError, StepFailed) as e:
         delay = _after_failure(issuance, step, e, acme, now)
     except OperationalError as e:
@@ -405,6 +426,17 @@ def _run_claimed(issuance_id: int, now: datetime) -> float | None:
                 raise
             time.sleep(0.05 * (attempt + 1))  # a deadlock victim: the other transaction goes first
     return delay
+
+
+def _wait_for_limit(issuance: Issuance, e: limits.LimitReached, now: datetime) -> float:
+    """Nothing was sent: wait until the limit frees up, with the retry budget counted from then."""
+    log.info("issuance %s waits for the CA's limit %s until %s", issuance.pk, e.limit.name, e.frees_at)
+    reason = f"Waiting: {e}"
+    issuance.last_error = reason
+    issuance.started_at = max(issuance.started_at, e.frees_at)
+    Certificate.objects.filter(pk=issuance.certificate_id).update(last_error=reason)
+    # A little later than the first moment, so the waiting issuances do not all go at once.
+    return (e.frees_at - now).total_seconds() + random.uniform(0, LIMIT_SPREAD_SECONDS)
 
 
 def _after_failure(

@@ -10,6 +10,7 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from acme_client import accounts, limits
 from certhub.models import Team
 from certificates import events, validation
 from certificates.models import Certificate, Issuance, KeyType
@@ -59,6 +60,7 @@ def certificate_request(*, team: Team, data: dict[str, Any]) -> Certificate:
     duplicate = Certificate.objects.filter(team=team, names_key=key, state__in=LIVE_STATES).first()
     if duplicate is not None:
         raise Invalid({"dns_names": [f"your certificate {duplicate.name!r} already covers exactly these names"]})
+    _check_ca_limits(names)
     try:
         with transaction.atomic():
             certificate = Certificate.objects.create(
@@ -143,11 +145,24 @@ def certificate_set_key_type(*, certificate: Certificate, key_type: Any) -> Cert
     return certificate
 
 
+def _check_ca_limits(names: list[str]) -> None:
+    """Refuse at once what the CA would refuse for these names (the limits a customer can reach)."""
+    try:
+        limits.check(
+            accounts.account_for(settings.ACME_DIRECTORY_URL), names, limits=(limits.PER_DOMAIN, limits.EXACT_SET)
+        )
+    except limits.LimitReached as e:
+        error = Invalid({"dns_names": [f"{e}. Try again then"]})
+        error.code = "ca_rate_limit"
+        raise error from None
+
+
 def certificate_renew_now(*, certificate: Certificate) -> Issuance:
     from certificates.renewal import renew_now
 
     if certificate.type != Certificate.Type.LETS_ENCRYPT:
         raise Invalid({"type": ["custom certificates are renewed by uploading a new version"]})
+    _check_ca_limits(certificate.dns_names)
     issuance = renew_now(certificate)
     if issuance is not None:
         return issuance

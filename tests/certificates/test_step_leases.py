@@ -73,4 +73,3 @@ def test_a_worker_that_lost_its_claim_writes_nothing(issuance, settings, monkeyp
     issuance.refresh_from_db()
     assert issuance.step == Issuance.Step.NEW_ORDER and issuance.authorizations == []
     assert issuance.claim == "another-worker"
-
