@@ -284,11 +284,18 @@ class AcmeSession:
         self.account_url = response.headers["Location"]
         return self.account_url
 
-    def new_order(self, identifiers: list[str], replaces: str | None = None) -> OrderInfo:
-        """Open an order for DNS names; ``replaces`` is the ARI id of the certificate it renews."""
+    def profiles(self) -> dict[str, str]:
+        """The CA's certificate profiles (name: description) from its directory; empty when it has none."""
+        meta = self.directory.meta
+        return dict(meta.profiles or {}) if meta else {}
+
+    def new_order(self, identifiers: list[str], replaces: str | None = None, profile: str | None = None) -> OrderInfo:
+        """Open an order for DNS names; ``replaces`` is the ARI id of the certificate it renews,
+        ``profile`` one of the CA's profiles (draft-aaron-acme-profiles; None for its default)."""
         body = _NewOrder(
             identifiers=[messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in identifiers],
             replaces=replaces,
+            profile=profile or "",
         )
         response = self._post(self.directory["newOrder"], body)
         return self._order_info(response, response.headers["Location"])

@@ -25,7 +25,7 @@ class CertificateSerializer(serializers.ModelSerializer):
         model = Certificate
         fields = [
             "id", "name", "not_after", "sha1_fingerprint", "created_at", "dns_names", "state", "type",
-            "key_type", "step", "attempts", "last_error", "names_outside_zones",
+            "key_type", "profile", "step", "attempts", "last_error", "names_outside_zones",
         ]  # fmt: skip
 
     def get_not_after(self, obj: Certificate) -> str:
@@ -110,14 +110,14 @@ class CertificateDetailView(APIView):
 
     @extend_schema(request=CertificateRequestSerializer, responses=CertificateSerializer)
     def patch(self, request, certificate_id):
-        """Change `key_type` (an extension); the next renewal uses it."""
+        """Change `key_type` or `profile` (extensions); the next renewal uses them."""
         certificate = get_object_or_404(certificates_of(request_team(request)), pk=certificate_id)
         body = request.data if isinstance(request.data, dict) else {}
-        unknown = sorted(set(body) - {"key_type"})
-        if unknown or "key_type" not in body:
-            raise Unprocessable({(unknown or ["key_type"])[0]: ["only key_type can be changed"]})
+        unknown = sorted(set(body) - {"key_type", "profile"})
+        if unknown or not body:
+            raise Unprocessable({(unknown or ["key_type"])[0]: ["only key_type and profile can be changed"]})
         try:
-            services.certificate_set_key_type(certificate=certificate, key_type=body["key_type"])
+            services.certificate_update(certificate=certificate, data=body)
         except Invalid as e:
             raise Unprocessable(e.errors) from None
         return Response({"certificate": CertificateSerializer(certificate).data})

@@ -85,7 +85,9 @@ def step_new_order(issuance: Issuance, acme: AcmeSession) -> float:
         issuance.order_requested_at = timezone.now()
         _write_claimed(issuance, "order_requested_at")
         try:
-            order = acme.new_order(issuance.dns_names, replaces=issuance.replaces or None)
+            order = acme.new_order(
+                issuance.dns_names, replaces=issuance.replaces or None, profile=issuance.profile or None
+            )
         except AcmeError as e:
             if e.problem_type != "rateLimited":
                 raise

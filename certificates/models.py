@@ -34,6 +34,8 @@ class Certificate(models.Model):
     dns_names = models.JSONField(default=list)
     # Sorted names joined by spaces: what "a duplicate of a live certificate" compares.
     names_key = models.CharField(max_length=2000, editable=False)
+    # The CA's certificate profile to ask for (classic, tlsserver, shortlived, ...); empty: its default.
+    profile = models.CharField(max_length=64, blank=True)
     key_type = models.CharField(max_length=12, choices=KeyType.choices, default=KeyType.ECDSA_P256)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     last_error = models.TextField(blank=True)
@@ -77,6 +79,7 @@ class Issuance(models.Model):
     certificate = models.ForeignKey(Certificate, on_delete=models.CASCADE, related_name="issuances")
     dns_names = models.JSONField(default=list)
     key_type = models.CharField(max_length=12, choices=KeyType.choices)
+    profile = models.CharField(max_length=64, blank=True)  # the certificate's, when the issuance began
     step = models.CharField(max_length=20, choices=Step.choices, default=Step.NEW_ORDER)
     # Retries of failed steps (growing delays); polls of pending resources are counted apart.
     attempts = models.PositiveIntegerField(default=0)

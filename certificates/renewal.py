@@ -20,9 +20,19 @@ from certificates.models import Certificate, CertificateVersion, Issuance, with_
 log = logging.getLogger(__name__)
 
 
+# Below this lifetime (Let's Encrypt's 6-day `shortlived` profile) renew by half-life at the latest,
+# as Let's Encrypt advises, whatever CERTHUB_RENEWAL_FRACTION says.
+SHORT_LIFETIME = timedelta(days=10)
+
+
 def lifetime_renewal_time(not_before: datetime, not_after: datetime) -> datetime:
-    """Once CERTHUB_RENEWAL_FRACTION of the lifetime has elapsed (one third: day 30 of 90)."""
-    return not_before + (not_after - not_before) * settings.CERTHUB_RENEWAL_FRACTION
+    """Once CERTHUB_RENEWAL_FRACTION of the lifetime issued has elapsed (one third: day 30 of 90, day 15
+    of 45, day 2 of 6), and for a short-lived certificate no later than half of it."""
+    lifetime = not_after - not_before
+    fraction = settings.CERTHUB_RENEWAL_FRACTION
+    if lifetime < SHORT_LIFETIME:
+        fraction = min(fraction, 0.5)
+    return not_before + lifetime * fraction
 
 
 def ari_renewal_time(info: RenewalInfo, *, now: datetime) -> datetime:

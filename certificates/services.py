@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from acme_client import accounts, limits
+from acme_client.protocol import AcmeError
 from certhub.models import Team
 from certificates import events, validation
 from certificates.models import Certificate, Issuance, KeyType
@@ -52,6 +53,7 @@ def certificate_request(*, team: Team, data: dict[str, Any]) -> Certificate:
         if data.get(field) not in (None, "", False):
             raise Invalid({field: ["is not used by lets_encrypt certificates; leave it out"]})
     key_type = _clean_key_type(data.get("key_type") or KeyType.ECDSA_P256)
+    profile = _clean_profile(data.get("profile"))
     names = validation.clean_dns_names(data.get("dns_names"))
     validation.check_names_hosted(team, names)
     key = validation.names_key(names)
@@ -64,7 +66,7 @@ def certificate_request(*, team: Team, data: dict[str, Any]) -> Certificate:
     try:
         with transaction.atomic():
             certificate = Certificate.objects.create(
-                team=team, name=name, type=kind, dns_names=names, names_key=key, key_type=key_type
+                team=team, name=name, type=kind, dns_names=names, names_key=key, key_type=key_type, profile=profile
             )
             issuance_start(certificate=certificate)
     except IntegrityError:
@@ -91,6 +93,7 @@ def issuance_start(
     start_at = start_at or now
     issuance = Issuance.objects.create(
         certificate=certificate, dns_names=certificate.dns_names, key_type=certificate.key_type,
+        profile=certificate.profile,
         reason=reason, replaces=replaces, next_attempt_at=start_at, started_at=start_at,
     )  # fmt: skip
     countdown = (start_at - now).total_seconds()
@@ -137,12 +140,40 @@ def certificate_delete(*, certificate: Certificate) -> None:
 
 def certificate_set_key_type(*, certificate: Certificate, key_type: Any) -> Certificate:
     """Change the key type; it takes effect at the next renewal."""
+    return certificate_update(certificate=certificate, data={"key_type": key_type})
+
+
+def certificate_update(*, certificate: Certificate, data: dict[str, Any]) -> Certificate:
+    """Change `key_type` and/or `profile`; they take effect at the next renewal."""
     if certificate.type != Certificate.Type.LETS_ENCRYPT:
-        raise Invalid({"key_type": ["only Let's Encrypt certificates get new keys from us"]})
-    key_type = _clean_key_type(key_type)
-    Certificate.objects.filter(pk=certificate.pk).update(key_type=key_type)
-    certificate.key_type = key_type
+        field = "key_type" if "key_type" in data else "profile"
+        raise Invalid({field: ["only Let's Encrypt certificates are issued by us"]})
+    changes = {}
+    if "key_type" in data:
+        changes["key_type"] = _clean_key_type(data["key_type"])
+    if "profile" in data:
+        changes["profile"] = _clean_profile(data["profile"])
+    Certificate.objects.filter(pk=certificate.pk).update(**changes)
+    for field, value in changes.items():
+        setattr(certificate, field, value)
     return certificate
+
+
+def _clean_profile(profile: Any) -> str:
+    """A profile the CA offers, or "" for its default."""
+    if profile in (None, ""):
+        return ""
+    if not isinstance(profile, str):
+        raise Invalid({"profile": ["must be a string naming one of the CA's profiles"]})
+    try:
+        offered = accounts.session().profiles()
+    except AcmeError:
+        raise Invalid({"profile": ["the CA cannot be reached to check its profiles; try again later"]}) from None
+    if not offered:
+        raise Invalid({"profile": ["the CA offers no profiles; leave profile out"]})
+    if profile not in offered:
+        raise Invalid({"profile": [f"must be one of the CA's profiles: {', '.join(sorted(offered))}"]})
+    return profile
 
 
 def _check_ca_limits(names: list[str]) -> None:

@@ -1,6 +1,7 @@
 """The ACME protocol steps against a real Pebble, driven one step at a time like the workflow does."""
 
 import datetime
+import json
 import socket
 
 import pytest
@@ -331,3 +332,17 @@ def test_find_order_takes_up_the_newest_pending_order_for_the_same_names_that_no
     assert acme.find_order(["FIND.example.com"], taken=lambda url: False).url == second.url
     assert acme.find_order(["find.example.com"], taken=lambda url: url == second.url).url == first.url
     assert acme.find_order(["find.example.com", "www.find.example.com"], taken=lambda url: False) is None
+
+
+def test_profiles_are_read_from_the_directory_and_the_one_asked_for_is_sent(stub_ca):
+    directory = json.loads(stub_ca.routes[("GET", "/dir")][2])
+    directory["meta"] = {"profiles": {"classic": "90 days", "shortlived": "6 days"}}
+    stub_ca.route("GET", "/dir", body=directory)
+    order = {"status": "pending", "identifiers": [], "authorizations": [], "finalize": f"{stub_ca.url}/fin"}
+    stub_ca.route("POST", "/order", 201, order, headers={"Location": f"{stub_ca.url}/order/1"})
+    session = AcmeSession(f"{stub_ca.url}/dir", account_key(), account_url=f"{stub_ca.url}/acct/1")
+    assert session.profiles() == {"classic": "90 days", "shortlived": "6 days"}
+    session.new_order(["p.example.com"], profile="shortlived")
+    assert stub_ca.payloads[("POST", "/order")]["profile"] == "shortlived"
+    session.new_order(["p.example.com"])
+    assert "profile" not in stub_ca.payloads[("POST", "/order")]  # the CA's default: nothing sent
