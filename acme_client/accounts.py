@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.core.mail import mail_admins
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from acme_client.models import AcmeAccount
 from acme_client.protocol import AcmeError, AcmeSession
@@ -38,26 +39,45 @@ def account_for(directory_url: str) -> AcmeAccount:
         return AcmeAccount.objects.get(directory_url=directory_url)
 
 
-def session() -> AcmeSession:
-    """A registered session for ACME_DIRECTORY_URL, kept per thread (directory and nonces reused)."""
-    directory_url = settings.ACME_DIRECTORY_URL
+def ca_config(directory_url: str) -> dict[str, str]:
+    """The settings of one of the CAs in ACME_CAS (the first is ACME_DIRECTORY_URL)."""
+    for ca in settings.ACME_CAS:
+        if ca["directory_url"] == directory_url:
+            return ca
+    if directory_url == settings.ACME_DIRECTORY_URL:  # tests point ACME_DIRECTORY_URL elsewhere at run time
+        return {"directory_url": directory_url, "ca_bundle": settings.ACME_CA_BUNDLE,
+                "eab_kid": settings.ACME_EAB_KID, "eab_hmac_key": settings.ACME_EAB_HMAC_KEY}  # fmt: skip
+    raise ValueError(f"{directory_url} is not one of the configured CAs")
+
+
+def directory_urls() -> list[str]:
+    """The CAs in order of preference: ACME_DIRECTORY_URL first, then the fallback."""
+    urls = [settings.ACME_DIRECTORY_URL]
+    urls += [ca["directory_url"] for ca in settings.ACME_CAS if ca["directory_url"] not in urls]
+    return urls
+
+
+def session(directory_url: str | None = None) -> AcmeSession:
+    """A registered session for a CA (ACME_DIRECTORY_URL by default), kept per thread."""
+    directory_url = directory_url or settings.ACME_DIRECTORY_URL
     if getattr(_local, "generation", None) != _generation:
         _local.sessions, _local.generation = {}, _generation
     cached = _local.sessions.get(directory_url)
     if cached is not None:
         return cached
     account = account_for(directory_url)
+    ca = ca_config(directory_url)
     acme = AcmeSession(
-        directory_url, account.key_pem.encode(), ca_bundle=settings.ACME_CA_BUNDLE or None,
+        directory_url, account.key_pem.encode(), ca_bundle=ca["ca_bundle"] or None,
         account_url=account.account_url or None,
     )  # fmt: skip
     if not account.account_url:
-        _register(acme, account.pk)
+        _register(acme, account.pk, ca)
     _local.sessions[directory_url] = acme
     return acme
 
 
-def _register(acme: AcmeSession, account_pk: int) -> None:
+def _register(acme: AcmeSession, account_pk: int, ca: dict[str, str]) -> None:
     """Register the account at the CA, once: under the account row's lock, so many workers that find
     it unregistered (first use, or after the CA forgot it) register it one time between them."""
     with transaction.atomic():
@@ -68,8 +88,8 @@ def _register(acme: AcmeSession, account_pk: int) -> None:
         try:
             url = acme.register(
                 email=settings.ACME_ACCOUNT_EMAIL or None,
-                eab_kid=settings.ACME_EAB_KID or None,
-                eab_hmac_key=settings.ACME_EAB_HMAC_KEY or None,
+                eab_kid=ca["eab_kid"] or None,
+                eab_hmac_key=ca["eab_hmac_key"] or None,
             )
         except AcmeError as e:
             log.error("ACME account registration at %s failed: %s", account.directory_url, e)
@@ -97,3 +117,22 @@ def forget_sessions() -> None:
     """Make every thread drop its cached sessions (tests switch CAs and empty the database)."""
     global _generation
     _generation += 1
+
+
+def ca_unreachable(directory_url: str) -> None:
+    """The CA did not answer (a connection failure, a 5xx): note since when, if not noted yet."""
+    AcmeAccount.objects.filter(directory_url=directory_url, unreachable_since__isnull=True).update(
+        unreachable_since=timezone.now()
+    )
+
+
+def ca_answered(directory_url: str) -> None:
+    AcmeAccount.objects.filter(directory_url=directory_url, unreachable_since__isnull=False).update(
+        unreachable_since=None
+    )
+
+
+def ca_down_for(directory_url: str) -> float:
+    """Seconds the CA has been unreachable (0 while it answers)."""
+    since = AcmeAccount.objects.filter(directory_url=directory_url).values_list("unreachable_since", flat=True).first()
+    return (timezone.now() - since).total_seconds() if since else 0.0

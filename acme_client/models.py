@@ -13,6 +13,8 @@ class AcmeAccount(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # The CA answered rateLimited to a new order: none is sent before this (its Retry-After).
     orders_paused_until = models.DateTimeField(null=True, blank=True)
+    # Since when the CA has not answered (connection failures, 5xx); None while it answers.
+    unreachable_since = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.account_url or self.directory_url

@@ -275,6 +275,22 @@ ACME_CA_BUNDLE = envstr(
 ACME_ACCOUNT_EMAIL = envstr("ACME_ACCOUNT_EMAIL")
 ACME_EAB_KID = envstr("ACME_EAB_KID")
 ACME_EAB_HMAC_KEY = envsecret("ACME_EAB_HMAC_KEY")
+# A second CA, for renewals while the first has been unreachable for CA_FAILOVER_AFTER_SECONDS and a
+# certificate has less than CA_FAILOVER_LIFETIME_LEFT of its lifetime left; each CA has its own account.
+ACME_FALLBACK_DIRECTORY_URL = envstr("ACME_FALLBACK_DIRECTORY_URL")
+ACME_CAS = [
+    {"directory_url": ACME_DIRECTORY_URL, "ca_bundle": ACME_CA_BUNDLE, "eab_kid": ACME_EAB_KID,
+     "eab_hmac_key": ACME_EAB_HMAC_KEY},
+]  # fmt: skip
+if ACME_FALLBACK_DIRECTORY_URL:
+    if ACME_FALLBACK_DIRECTORY_URL == ACME_DIRECTORY_URL:
+        raise ImproperlyConfigured("ACME_FALLBACK_DIRECTORY_URL must be another CA than ACME_DIRECTORY_URL")
+    ACME_CAS.append(
+        {"directory_url": ACME_FALLBACK_DIRECTORY_URL, "ca_bundle": envstr("ACME_FALLBACK_CA_BUNDLE"),
+         "eab_kid": envstr("ACME_FALLBACK_EAB_KID"), "eab_hmac_key": envsecret("ACME_FALLBACK_EAB_HMAC_KEY")}
+    )  # fmt: skip
+CERTHUB_CA_FAILOVER_AFTER_SECONDS = envint("CERTHUB_CA_FAILOVER_AFTER_SECONDS", 24 * 3600)
+CERTHUB_CA_FAILOVER_LIFETIME_LEFT = envfloat("CERTHUB_CA_FAILOVER_LIFETIME_LEFT", 1 / 3)
 
 # Issuance: failed steps are retried with growing delays for RETRY_BUDGET in all; pending
 # resources are polled from POLL_FIRST_DELAY up, growing by half each time.

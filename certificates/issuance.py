@@ -77,17 +77,14 @@ def step_new_order(issuance: Issuance, acme: AcmeSession) -> float:
         if order is not None:
             log.info("issuance %s: took up the order its earlier request opened", issuance.pk)
     if order is None:
-        account = accounts.account_for(settings.ACME_DIRECTORY_URL)
+        account = accounts.account_for(issuance.directory_url)
+        replaces = _replaces(issuance)
         # Counted before it is sent; an ARI renewal naming what it replaces is exempt, as at Let's Encrypt.
-        limits.spend_new_order(
-            account, issuance.dns_names, renewal=issuance.reason != "issue", exempt=bool(issuance.replaces)
-        )
+        limits.spend_new_order(account, issuance.dns_names, renewal=issuance.reason != "issue", exempt=bool(replaces))
         issuance.order_requested_at = timezone.now()
         _write_claimed(issuance, "order_requested_at")
         try:
-            order = acme.new_order(
-                issuance.dns_names, replaces=issuance.replaces or None, profile=issuance.profile or None
-            )
+            order = acme.new_order(issuance.dns_names, replaces=replaces or None, profile=issuance.profile or None)
         except AcmeError as e:
             if e.problem_type != "rateLimited":
                 raise
@@ -98,11 +95,25 @@ def step_new_order(issuance: Issuance, acme: AcmeSession) -> float:
                 until = limits.paused_by_ca(account, e.retry_after)
             raise limits.LimitReached(limits.limit(limits.NEW_ORDERS), "the CA asked us to wait", until) from e
         issuance.orders_created += 1
+        accounts.ca_answered(issuance.directory_url)
     issuance.order_requested_at = None
     issuance.order_url = order.url
     issuance.finalize_url = order.finalize_url
     issuance.authorizations = [{"url": url} for url in order.authorizations]
     return _move(issuance, Step.PUBLISH)
+
+
+def _replaces(issuance: Issuance) -> str:
+    """The ARI id of the version this order replaces, when the same CA issued it (another CA knows
+    nothing of it: a renewal after a failover replaces nothing there)."""
+    if not issuance.replaces:
+        return ""
+    issued_by = (
+        CertificateVersion.objects.filter(certificate_id=issuance.certificate_id, ari_id=issuance.replaces)
+        .values_list("directory_url", flat=True)
+        .first()
+    )
+    return issuance.replaces if (issued_by or settings.ACME_DIRECTORY_URL) == issuance.directory_url else ""
 
 
 def _order_taken(issuance: Issuance, url: str) -> bool:
@@ -169,7 +180,7 @@ def step_poll_authorizations(issuance: Issuance, acme: AcmeSession) -> float:
         if info.status == "pending":
             retry_after = max(retry_after or 0, info.retry_after or 0)
         elif info.status != "valid":
-            limits.failed_authorization(accounts.account_for(settings.ACME_DIRECTORY_URL), info.identifier)
+            limits.failed_authorization(accounts.account_for(issuance.directory_url), info.identifier)
             raise StepFailed(
                 f"the CA could not validate {info.identifier}: {info.error or info.status}. "
                 f"Check that {info.txt_name} is not delegated elsewhere and that no CAA record forbids "
@@ -237,7 +248,7 @@ def step_download(issuance: Issuance, acme: AcmeSession) -> float:
                 certificate=certificate, issuance=issuance, serial=facts.serial, not_before=facts.not_before,
                 not_after=facts.not_after, key_type=facts.key_type, sha1_fingerprint=facts.sha1_fingerprint,
                 sha256_fingerprint=facts.sha256_fingerprint, leaf_pem=facts.leaf_pem, chain_pem=facts.chain_pem,
-                private_key_pem=issuance.private_key_pem, ari_id=ari_id,
+                private_key_pem=issuance.private_key_pem, ari_id=ari_id, directory_url=issuance.directory_url,
             )  # fmt: skip
             renewal.schedule_after_success(certificate, version, info)
             version.save()
@@ -348,7 +359,7 @@ def _restart(issuance: Issuance) -> None:
 # so most steps neither re-encrypt nor rewrite it.
 SAVED_EVERY_STEP = [
     "step", "attempts", "polls", "orders_created", "order_requested_at", "last_error", "next_attempt_at",
-    "started_at", "finished_at", "order_url", "finalize_url", "certificate_url", "authorizations",
+    "started_at", "finished_at", "directory_url", "order_url", "finalize_url", "certificate_url", "authorizations",
 ]  # fmt: skip
 # The claims this process holds, kept alive while it runs their steps.
 STEP_LEASES = KeptLeases(
@@ -391,7 +402,8 @@ def _run_claimed(issuance_id: int, now: datetime) -> float | None:
     faults.point(f"issuance.{step}.claimed", str(issuance.pk))
     acme: AcmeSession | None = None
     try:
-        acme = accounts.session()
+        issuance.directory_url = issuance.directory_url or settings.ACME_DIRECTORY_URL
+        acme = accounts.session(issuance.directory_url)
         delay: float | None = STEPS[step](issuance, acme)
         issuance.attempts = 0
         issuance.last_error = ""
@@ -449,12 +461,22 @@ def _after_failure(
     restart = isinstance(e, StepFailed) and step in (Step.POLL_AUTHORIZATIONS, Step.FINALIZE, Step.POLL_ORDER)
     if isinstance(e, AcmeError) and e.problem_type == "accountDoesNotExist":
         # The CA forgot our account (a reset, a deactivation): register again and retry the step.
-        accounts.account_forgotten(settings.ACME_DIRECTORY_URL, acme.account_url if acme else None)
+        accounts.account_forgotten(issuance.directory_url, acme.account_url if acme else None)
         e = AcmeError("the CA no longer knew CertHub's account; registered again", permanent=False)
     elif isinstance(e, AcmeError) and e.status == 404 and issuance.order_url:
         # The CA no longer has the order, its authorizations or its certificate (a CA reset).
         e = AcmeError("the CA no longer had the order; opening a new one", permanent=False)
         restart = True
+    elif isinstance(e, AcmeError) and not e.permanent and (e.status is None or e.status >= 500):
+        accounts.ca_unreachable(issuance.directory_url)
+        fallback = _fallback_ca(issuance)
+        if fallback:
+            log.warning("issuance %s: %s has been down too long; renewing at %s", issuance.pk, issuance.directory_url,
+                        fallback)  # fmt: skip
+            _restart(issuance)
+            issuance.directory_url = fallback
+            issuance.last_error = f"{Step(issuance.step).label}: the CA is down; renewing at the next one"
+            return 0.0
     # The step that failed (a step may go on into the next one), in words the customer can act
     # on: the CA's own URLs (internal hosts and ports) stay in the log.
     reason = f"{Step(issuance.step).label}: {_without_urls(str(e))}"
@@ -470,6 +492,23 @@ def _after_failure(
         _restart(issuance)
     Certificate.objects.filter(pk=issuance.certificate_id).update(last_error=reason)
     return delay
+
+
+def _fallback_ca(issuance: Issuance) -> str:
+    """The next CA for a renewal whose CA has been down for CERTHUB_CA_FAILOVER_AFTER_SECONDS, once the
+    certificate has less than CERTHUB_CA_FAILOVER_LIFETIME_LEFT of its lifetime left; "" to keep waiting."""
+    urls = accounts.directory_urls()
+    position = urls.index(issuance.directory_url) if issuance.directory_url in urls else len(urls)
+    if issuance.reason == "issue" or position + 1 >= len(urls):
+        return ""
+    if accounts.ca_down_for(issuance.directory_url) < settings.CERTHUB_CA_FAILOVER_AFTER_SECONDS:
+        return ""
+    current_id = Certificate.objects.filter(pk=issuance.certificate_id).values("current_version_id")[:1]
+    current = CertificateVersion.objects.filter(pk=current_id).only("not_before", "not_after").first()
+    if current is None:
+        return ""
+    left = (current.not_after - timezone.now()) / (current.not_after - current.not_before)
+    return urls[position + 1] if left < settings.CERTHUB_CA_FAILOVER_LIFETIME_LEFT else ""
 
 
 _URL = re.compile(r"https?://[^\s\"'<>]+")

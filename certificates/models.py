@@ -80,6 +80,8 @@ class Issuance(models.Model):
     dns_names = models.JSONField(default=list)
     key_type = models.CharField(max_length=12, choices=KeyType.choices)
     profile = models.CharField(max_length=64, blank=True)  # the certificate's, when the issuance began
+    # The CA it orders from (one of ACME_CAS), chosen at its first step; a failover changes it.
+    directory_url = models.URLField(max_length=500, blank=True)
     step = models.CharField(max_length=20, choices=Step.choices, default=Step.NEW_ORDER)
     # Retries of failed steps (growing delays); polls of pending resources are counted apart.
     attempts = models.PositiveIntegerField(default=0)
@@ -127,6 +129,7 @@ class CertificateVersion(models.Model):
     leaf_pem = models.TextField()
     chain_pem = models.TextField(blank=True)
     private_key_pem = EncryptedTextField()
+    directory_url = models.URLField(max_length=500, blank=True)  # the CA that issued it
     # When this version should be replaced: ARI's window where the CA offers one, else a fraction
     # of its lifetime (CERTHUB_RENEWAL_FRACTION).
     renew_at = models.DateTimeField(db_index=True)

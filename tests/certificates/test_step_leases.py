@@ -43,7 +43,7 @@ def test_a_step_longer_than_its_lease_is_never_run_twice_at_once(issuance, setti
         return workflow._move(issuance, Issuance.Step.CHECK_DNS)
 
     monkeypatch.setitem(workflow.STEPS, Issuance.Step.NEW_ORDER, slow_publish)
-    monkeypatch.setattr(workflow.accounts, "session", lambda: None)
+    monkeypatch.setattr(workflow.accounts, "session", lambda directory_url=None: None)
     first = run_in_thread(lambda: workflow.advance(issuance.pk))
     assert running.wait(5)
     # Twice the lease: a lease that were not renewed would have lapsed long ago.
@@ -68,7 +68,7 @@ def test_a_worker_that_lost_its_claim_writes_nothing(issuance, settings, monkeyp
         return workflow._move(issuance, Issuance.Step.PUBLISH)
 
     monkeypatch.setitem(workflow.STEPS, Issuance.Step.NEW_ORDER, publish_while_taken_over)
-    monkeypatch.setattr(workflow.accounts, "session", lambda: None)
+    monkeypatch.setattr(workflow.accounts, "session", lambda directory_url=None: None)
     assert workflow.advance(issuance.pk) is None
     issuance.refresh_from_db()
     assert issuance.step == Issuance.Step.NEW_ORDER and issuance.authorizations == []
