@@ -15,6 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from acme_client.protocol import AcmeError, RenewalInfo
+from certificates import notifications
 from certificates.models import Certificate, CertificateVersion, Issuance, with_current_version
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,18 @@ def schedule_after_failure(certificate_id) -> None:
     certificate = with_current_version(Certificate.objects).filter(pk=certificate_id).first()
     if certificate is None or certificate.current_version is None:
         return  # a first issuance that failed stays in error until the customer acts
-    latest = certificate.current_version.not_after - timedelta(hours=1)
+    not_after = certificate.current_version.not_after
+    if now >= not_after:
+        # Expired while every renewal failed: stop retrying on our own (each retry is an order and,
+        # where validation fails, a failed authorization the CA counts towards pausing the name for
+        # the whole account), say so, and tell the team; "renew" tries again once the cause is fixed.
+        reason = f"Expired because renewals kept failing: {certificate.last_error}. Fix the cause, then renew."
+        Certificate.objects.filter(pk=certificate_id).update(
+            renew_at=None, state=Certificate.State.ERROR, last_error=reason
+        )
+        transaction.on_commit(lambda: notifications.certificate_failed(certificate_id), robust=True)
+        return
+    latest = not_after - timedelta(hours=1)
     retry_at = max(
         now + timedelta(minutes=5), min(now + timedelta(seconds=settings.CERTHUB_RENEWAL_RETRY_SECONDS), latest)
     )

@@ -201,13 +201,15 @@ def certificate_renew_now(*, certificate: Certificate) -> Issuance:
         certificate = Certificate.objects.select_for_update().get(pk=certificate.pk)
         if certificate.issuances.exclude(step__in=[Issuance.Step.DONE, Issuance.Step.FAILED]).exists():
             raise Invalid({"type": ["an issuance for this certificate is already under way"]})
-        if certificate.current_version_id is not None:
+        if certificate.current_version_id is not None and certificate.state != Certificate.State.ERROR:
             raise Invalid({"type": ["a renewal is being scheduled; try again in a moment"]})
-        # Its first issuance failed (nothing was ever issued): "renew" is the way to try again.
+        # Its first issuance failed (nothing was ever issued), or it expired while renewals kept
+        # failing and they stopped: "renew" is the way to try again.
+        expired = certificate.current_version_id is not None
         certificate.state = Certificate.State.PENDING
         certificate.last_error = ""
         certificate.save(update_fields=["state", "last_error"])
-        return issuance_start(certificate=certificate, reason="issue")
+        return issuance_start(certificate=certificate, reason="renew_now" if expired else "issue")
 
 
 def custom_certificate_upload(*, team: Team, name: str, data: dict[str, Any]) -> Certificate:

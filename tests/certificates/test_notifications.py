@@ -44,3 +44,22 @@ def test_a_renewal_failing_for_a_day_is_reported_once(team, owner):
         assert notifications.notification_sweep() == 0
     assert mail.outbox[-1].subject == "Renewal of stuck keeps failing"
     assert "timeout" in mail.outbox[-1].body
+
+
+def test_a_certificate_that_expired_while_renewals_failed_stops_retrying_and_says_so(
+    team, owner, api, django_capture_on_commit_callbacks
+):
+    certificate = make_certificate(team, "lapsed", 90, not_before=datetime.now(UTC) - timedelta(days=91))
+    Certificate.objects.filter(pk=certificate.pk).update(last_error="Waiting for the CA to validate: NXDOMAIN")
+    with django_capture_on_commit_callbacks(execute=True):
+        renewal.schedule_after_failure(certificate.pk)
+    certificate.refresh_from_db()
+    # Not every 5 minutes for ever: each retry would cost an order and a failed validation at the CA.
+    assert certificate.renew_at is None and certificate.state == Certificate.State.ERROR
+    assert certificate.last_error.startswith("Expired because renewals kept failing: Waiting for the CA")
+    assert mail.outbox[-1].subject == "Certificate lapsed needs your attention"
+    with django_capture_on_commit_callbacks():
+        r = api.post(f"/v2/certificates/{certificate.pk}/actions", {"type": "renew"}, format="json")
+    assert r.status_code == 201, r.content
+    certificate.refresh_from_db()
+    assert certificate.issuances.get().reason == "renew_now" and certificate.last_error == ""
