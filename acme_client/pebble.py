@@ -117,12 +117,15 @@ class Pebble:
         management_port: int | None = None,
         eab_keys: dict[str, str] | None = None,
         log: IO | None = None,
+        binary: str | os.PathLike = PEBBLE_BIN,
     ) -> Self:
         """Start Pebble resolving names through ``dns_server`` and wait until it answers.
 
         ``env`` adds variables such as PEBBLE_VA_NOSLEEP or PEBBLE_WFE_NONCEREJECT; ``eab_keys``
         (kid to base64url HMAC key) makes External Account Binding required. Pebble's
         output goes to ``log`` when given (e.g. sys.stdout), else to ``workdir/pebble.log``.
+        ``binary`` is the executable to run: a name looked up on PATH or a path (e.g. a newer
+        Pebble unpacked from another Debian release).
         """
         workdir = Path(workdir)
         ca_path, cert_path, key_path = ensure_tls_files(workdir / "tls")
@@ -151,10 +154,13 @@ class Pebble:
         )
         if isinstance(dns_server, tuple):
             dns_server = f"{dns_server[0]}:{dns_server[1]}"
+        command = os.fspath(binary)
+        if os.sep in command:
+            command = os.path.abspath(command)  # Popen would look for a relative path in cwd (workdir)
         log_path = workdir / "pebble.log" if log is None else None
         with log_path.open("ab") if log_path else contextlib.nullcontext(log) as output:
             process = subprocess.Popen(
-                [PEBBLE_BIN, "-config", str(config_path), "-dnsserver", dns_server],
+                [command, "-config", str(config_path), "-dnsserver", dns_server],
                 env={**os.environ, **(env or {})},
                 stdout=output,
                 stderr=subprocess.STDOUT,

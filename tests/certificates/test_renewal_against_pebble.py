@@ -1,24 +1,30 @@
 """Renewal end to end against Pebble: same id, new serial and key, a new version event, key-type
-migration, and ACME Renewal Information where the directory offers it."""
+migration, and ACME Renewal Information (RFC 9773) from a CA that offers it: Pebble 2.6, Debian
+trixie's (`pebble_ari`); bookworm's Pebble 2.4 (`pebble`) offers none, so the one-third rule applies."""
 
 import json
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
+import requests
+from acme.client import ClientV2
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.management import call_command
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
+from acme_client import accounts
+from acme_client.protocol import AcmeError, ari_certificate_id
 from certhub.models import OutboxEvent
 from certhub.outbox import redis_client
 from certhub.streams import StreamConsumer
 from certificates import issuance as workflow
-from certificates import tasks
+from certificates import renewal, tasks
 from certificates.events import STREAM
-from certificates.models import Certificate, Issuance
+from certificates.models import Certificate, CertificateVersion, Issuance
 from tests.certificates.conftest import wait_for_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -124,23 +130,67 @@ def test_rsa_certificate_marked_for_migration_comes_back_ecdsa(
     assert renewed.current_version.key_type == "ecdsa-p256"
 
 
-def test_renewal_information_sets_the_time_and_the_new_order_replaces_the_old(
-    api, owner, zones, dns_server, ari_front, use_ca, celery_worker
+def renewal_window(pebble, ari_id: str) -> tuple[datetime, datetime, int]:
+    """Ask the CA for its suggested window for a certificate, as CertHub does (RFC 9773 4.2)."""
+    directory = requests.get(pebble.directory_url, verify=pebble.ca_bundle, timeout=5).json()
+    r = requests.get(f"{directory['renewalInfo']}/{ari_id}", verify=pebble.ca_bundle, timeout=5)
+    assert r.status_code == 200, r.text
+    window = r.json()["suggestedWindow"]
+    return parse_datetime(window["start"]), parse_datetime(window["end"]), int(r.headers["Retry-After"])
+
+
+def ari_queries(pebble) -> int:
+    # Pebble logs each request by its route, without the certificate's id.
+    return pebble.log_path.read_text().count("GET /draft-ietf-acme-ari-03/renewalInfo/ ")
+
+
+def test_renewal_information_from_the_ca_sets_the_time_and_the_renewal_replaces_the_old(
+    api, owner, zones, dns_server, pebble_ari, use_ca, celery_worker
 ):
-    use_ca(ari_front)
-    start, end = timezone.now() + timedelta(days=3), timezone.now() + timedelta(days=4)
-    ari_front.window = (start.isoformat(), end.isoformat())
+    use_ca(pebble_ari)
+    queries_before = ari_queries(pebble_ari)
+    asked_at = timezone.now()
     certificate = issue(api, "ari", ["ari.alpha.test"])
     version = certificate.current_version
-    assert version.ari_id and version.ari_id in ari_front.queried
-    assert start <= version.renew_at <= end  # inside the CA's window, not the one-third rule
-    assert certificate.renew_at == version.renew_at
+    leaf = x509.load_pem_x509_certificate(version.leaf_pem.encode())
+    assert version.ari_id == ari_certificate_id(leaf)
+    assert ari_queries(pebble_ari) == queries_before + 1  # CertHub asked the CA once, for the new certificate
 
-    # The CA moves the window into the past (as after a revocation): the next sweep renews.
-    ari_front.window = ("2020-01-01T00:00:00Z", "2020-01-02T00:00:00Z")
-    type(version).objects.filter(pk=version.pk).update(ari_retry_at=datetime(2020, 1, 1, tzinfo=UTC))
+    # Pebble's window: 48 hours around the point two thirds into the lifetime (5 years), far from
+    # CertHub's own one-third rule; Retry-After 6 hours.
+    start, end, retry_after = renewal_window(pebble_ari, version.ari_id)
+    assert end - start == timedelta(hours=48) and retry_after == 6 * 3600
+    assert start <= version.renew_at <= end  # inside the CA's window
+    assert renewal.lifetime_renewal_time(version.not_before, version.not_after) < start - timedelta(days=365)
+    assert certificate.renew_at == version.renew_at
+    assert asked_at + timedelta(hours=6) <= version.ari_retry_at <= timezone.now() + timedelta(hours=6)
+
+    # Once Retry-After has passed, the sweep reads the window again: still years away, nothing due.
+    CertificateVersion.objects.filter(pk=version.pk).update(ari_retry_at=timezone.now() - timedelta(seconds=1))
+    assert tasks.renewal_sweep() == 0
+    assert ari_queries(pebble_ari) == queries_before + 3  # ours, and the sweep's refresh
+    assert start <= Certificate.objects.get(pk=certificate.pk).renew_at <= end
+
+    # The certificate is revoked at the CA: its window moves into the past, and the next sweep renews.
+    acme = accounts.session()
+    ClientV2(acme.directory, acme.net).revoke(leaf, 0)
+    start, end, _ = renewal_window(pebble_ari, version.ari_id)
+    assert end < timezone.now() and end - start == timedelta(minutes=30)
+    CertificateVersion.objects.filter(pk=version.pk).update(ari_retry_at=timezone.now() - timedelta(seconds=1))
     assert tasks.renewal_sweep() == 1
     renewed = wait_for_new_version(api, certificate, version.serial)
-    issuance = Issuance.objects.get(certificate=certificate, reason="renew")
-    assert issuance.replaces == version.ari_id  # the order named the certificate it replaces
-    assert renewed.current_version.ari_id != version.ari_id
+    renewal_issuance = Issuance.objects.get(certificate=certificate, reason="renew")
+    assert renewal_issuance.replaces == version.ari_id  # the order named the certificate it replaces...
+    first_order = Issuance.objects.get(certificate=certificate, reason="issue").order_url.rsplit("/", 1)[1]
+    new_order = renewal_issuance.order_url.rsplit("/", 1)[1]
+    assert f'ARI: order "{new_order}" is a replacement of "{first_order}"' in pebble_ari.log_path.read_text()
+    new_version = renewed.current_version
+    assert new_version.ari_id == ari_certificate_id(x509.load_pem_x509_certificate(new_version.leaf_pem.encode()))
+    assert new_version.ari_id != version.ari_id
+    start, end, _ = renewal_window(pebble_ari, new_version.ari_id)
+    assert start <= new_version.renew_at <= end  # the new version follows the CA's window too
+
+    # ...and the CA holds it to that: the same certificate cannot be replaced twice.
+    with pytest.raises(AcmeError) as refused:
+        acme.new_order(["ari.alpha.test"], replaces=version.ari_id)
+    assert refused.value.status == 409 and refused.value.permanent

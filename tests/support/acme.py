@@ -5,11 +5,13 @@ The DNS server's port is chosen once per session so Pebble (started once) can be
 each test starts the server afresh on that port against its own transactional database.
 """
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from celery.contrib.testing.worker import start_worker
 
 from acme_client import accounts
@@ -23,9 +25,15 @@ DNS_HOST = "127.0.0.1"
 
 # What tests/conftest.py imports: every fixture here, once per session for the whole suite.
 __all__ = [
-    "AriFront", "_session_celery_worker", "ari_front", "celery_worker", "dns_port", "dns_server", "pebble",
+    "_session_celery_worker", "celery_worker", "dns_port", "dns_server", "pebble", "pebble_ari",
     "pebble_authz_reuse", "pebble_nonce_reject", "use_ca", "wait_for_state", "zones",
 ]  # fmt: skip
+
+# Debian trixie's Pebble (2.6), which `make pebble-ari` unpacks and `make test` names here:
+# bookworm's (2.4, the `pebble` on PATH) has no ACME Renewal Information.
+PEBBLE_ARI_BIN = os.environ.get("PEBBLE_ARI_BIN") or str(
+    Path(__file__).resolve().parents[2] / "var/trixie-pebble/root/usr/bin/pebble"
+)
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +67,24 @@ def pebble_authz_reuse(tmp_path_factory, dns_port) -> Iterator[Pebble]:
     yield from _pebble(
         tmp_path_factory, dns_port, "pebble-reuse", {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_AUTHZREUSE": "100"}
     )
+
+
+@pytest.fixture(scope="session")
+def pebble_ari(tmp_path_factory, dns_port) -> Iterator[Pebble]:
+    """Pebble 2.6 (Debian trixie's): its directory offers `renewalInfo` and its newOrder takes and
+    checks `replaces` (RFC 9773). The window is Pebble's own, not the test's: 48 hours around the
+    point two thirds into the certificate's lifetime, Retry-After 6 hours; for a revoked
+    certificate, a window that ended 30 minutes ago."""
+    if not os.access(PEBBLE_ARI_BIN, os.X_OK):
+        pytest.fail(f"no Pebble with ARI at {PEBBLE_ARI_BIN}: run `make pebble-ari` (make test does)")
+    # No nonce is rejected, so a test's own requests to the CA need no retries; `pebble_nonce_reject`
+    # covers CertHub's badNonce handling.
+    env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
+    workdir: Path = tmp_path_factory.mktemp("pebble-ari")
+    with Pebble.start(workdir, (DNS_HOST, dns_port), env=env, binary=PEBBLE_ARI_BIN) as pebble:
+        directory = requests.get(pebble.directory_url, verify=pebble.ca_bundle, timeout=5).json()
+        assert "renewalInfo" in directory, f"{PEBBLE_ARI_BIN} offers no ARI: {directory}"
+        yield pebble
 
 
 DNS_RELOAD_INTERVAL = 0.05
@@ -121,71 +147,3 @@ def wait_for_state(api, certificate_id: str, states=("verified", "error"), timeo
             return body
         time.sleep(0.05)
     raise AssertionError(f"certificate still {body['state']} at step {body['step']}: {body['last_error']}")
-
-
-class AriFront:
-    """A small directory in front of Pebble that adds ACME Renewal Information (RFC 9773).
-
-    Pebble 2.4 offers no `renewalInfo`. This server answers the directory (Pebble's, plus a
-    `renewalInfo` URL) and the ARI resource from `window`; every other URL in the directory still
-    points at Pebble, so orders, challenges and certificates are real.
-    """
-
-    def __init__(self, pebble: Pebble):
-        import json
-        import ssl
-        import threading
-        import urllib.request
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        context = ssl.create_default_context(cafile=pebble.ca_bundle)
-        directory = json.load(urllib.request.urlopen(pebble.directory_url, context=context))
-        self.window: tuple[str, str] = ("2000-01-01T00:00:00Z", "2000-01-02T00:00:00Z")
-        self.retry_after = 3600
-        self.queried: list[str] = []
-        front = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/dir":
-                    body = {**directory, "renewalInfo": f"{front.url}/ari"}
-                    headers = {}
-                elif self.path.startswith("/ari/"):
-                    front.queried.append(self.path.removeprefix("/ari/"))
-                    body = {"suggestedWindow": {"start": front.window[0], "end": front.window[1]}}
-                    headers = {"Retry-After": str(front.retry_after)}
-                else:
-                    self.send_error(404)
-                    return
-                payload = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.directory_url = f"{self.url}/dir"
-        self.ca_bundle = pebble.ca_bundle
-        self._pebble = pebble
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def root_pem(self) -> str:
-        return self._pebble.root_pem()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def ari_front(pebble) -> Iterator[AriFront]:
-    front = AriFront(pebble)
-    yield front
-    front.stop()
