@@ -470,6 +470,13 @@ class _ErrorTranslation:
         response = self.net.last_response
         status = response.status_code if response is not None else None
         retry_after = _retry_after(response)
+        if isinstance(exc, acme_errors.ConflictError) and response is not None:
+            # `acme` turns every 409 into ConflictError and drops the problem document: read it back
+            # (RFC 9773's "already replaced" is one).
+            try:
+                exc = messages.Error.from_json(response.json())
+            except (ValueError, jose.DeserializationError):
+                pass
         if isinstance(exc, messages.Error):
             code = exc.code or exc.typ
             if code in PERMANENT_PROBLEMS:

@@ -86,6 +86,14 @@ def step_new_order(issuance: Issuance, acme: AcmeSession) -> float:
         try:
             order = acme.new_order(issuance.dns_names, replaces=replaces or None, profile=issuance.profile or None)
         except AcmeError as e:
+            if replaces and e.status is not None and e.problem_type not in ("rateLimited", "badNonce"):
+                # The CA refused what `replaces` names (replaced already, unknown after a CA reset):
+                # it is only advisory, so order without it, now and in every later try.
+                log.warning("issuance %s: the CA refused replaces=%s (%s); ordering without it", issuance.pk,
+                            replaces, e)  # fmt: skip
+                issuance.replaces = ""
+                _write_claimed(issuance, "replaces")
+                return step_new_order(issuance, acme)
             if e.problem_type != "rateLimited":
                 raise
             # Refused after all (another client of the account, or limits set too high): wait as told,

@@ -22,7 +22,7 @@ from certhub.models import OutboxEvent
 from certhub.outbox import redis_client
 from certhub.streams import StreamConsumer
 from certificates import issuance as workflow
-from certificates import renewal, tasks
+from certificates import renewal, services, tasks
 from certificates.events import STREAM
 from certificates.models import Certificate, CertificateVersion, Issuance
 from tests.certificates.conftest import wait_for_state
@@ -194,3 +194,12 @@ def test_renewal_information_from_the_ca_sets_the_time_and_the_renewal_replaces_
     with pytest.raises(AcmeError) as refused:
         acme.new_order(["ari.alpha.test"], replaces=version.ari_id)
     assert refused.value.status == 409 and refused.value.permanent
+    assert refused.value.problem_type == "malformed"  # the problem document, read back from the 409
+
+    # A renewal naming it anyway (a stale replaces) orders without it instead of failing for good.
+    stale = services.issuance_start(
+        certificate=Certificate.objects.get(pk=certificate.pk), reason="renew", replaces=version.ari_id
+    )
+    wait_for_new_version(api, certificate, new_version.serial)
+    stale.refresh_from_db()
+    assert stale.step == Issuance.Step.DONE and stale.replaces == "" and stale.orders_created == 1

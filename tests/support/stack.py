@@ -136,6 +136,8 @@ class Stack:
             CERTHUB_DNS_NOTIFY_FROM="127.0.0.0/8",
             CERTHUB_DNS_RELOAD_INTERVAL_MS="100",
             CERTHUB_FAULTS_DIR=str(self.faults_dir),
+            # Pebble has no rate limits, and the tests issue far more than 50 certificates in one domain.
+            CERTHUB_CA_LIMITS="certificates_per_domain=100000/604800,new_orders=100000/10800",
             CERTHUB_DATA_DIR=str(self.workdir / "var"),
             EMAIL_BACKEND="django.core.mail.backends.console.EmailBackend",
             PYTHONUNBUFFERED="1",
