@@ -346,6 +346,11 @@ CERTHUB_RENEWAL_SPACING = float(envint("CERTHUB_RENEWAL_SPACING_MS", 100)) / 100
 # After a failed renewal, try again this much later (never past the certificate's expiry).
 CERTHUB_RENEWAL_RETRY_SECONDS = envint("CERTHUB_RENEWAL_RETRY_SECONDS", 6 * 3600)
 
+# The bearer token Prometheus sends to /metrics (certhub.metrics); unset, /metrics answers 404.
+CERTHUB_METRICS_TOKEN = envsecret("CERTHUB_METRICS_TOKEN")
+if CERTHUB_METRICS_TOKEN and len(CERTHUB_METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("CERTHUB_METRICS_TOKEN must be at least 32 characters")
+
 # Published outbox events are kept this long (for audit and replay), then pruned daily.
 CERTHUB_OUTBOX_RETENTION_DAYS = envint("CERTHUB_OUTBOX_RETENTION_DAYS", 30)
 if CERTHUB_OUTBOX_RETENTION_DAYS < 1:

@@ -5,7 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularJSONAPIView
 
-from certhub import views
+from certhub import metrics, views
 
 handler404 = "certhub.api_common.json_not_found"
 handler500 = "certhub.api_common.json_server_error"
@@ -13,6 +13,7 @@ handler500 = "certhub.api_common.json_server_error"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dns_zones:zone_list", permanent=False)),
     path("healthz", lambda request: HttpResponse("ok", content_type="text/plain")),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from acme_client import accounts, limits
 from acme_client.protocol import AcmeError, AcmeSession, RenewalInfo, ari_certificate_id, make_csr
-from certhub import faults
+from certhub import faults, step_timings
 from certhub.leases import KeptLeases, new_token
 from certificates import events, keys, notifications, renewal
 from certificates.models import Certificate, CertificateVersion, Issuance
@@ -409,15 +409,18 @@ def _run_claimed(issuance_id: int, now: datetime) -> float | None:
     step = issuance.step
     faults.point(f"issuance.{step}.claimed", str(issuance.pk))
     acme: AcmeSession | None = None
+    started = time.monotonic()
     try:
         issuance.directory_url = issuance.directory_url or settings.ACME_DIRECTORY_URL
         acme = accounts.session(issuance.directory_url)
         delay: float | None = STEPS[step](issuance, acme)
+        step_timings.issuance_step_observed(step=step, seconds=time.monotonic() - started, failed=False)
         issuance.attempts = 0
         issuance.last_error = ""
     except limits.LimitReached as e:
         delay = _wait_for_limit(issuance, e, now)
     except (AcmeError, DnsProviderError, StepFailed) as e:
+        step_timings.issuance_step_observed(step=step, seconds=time.monotonic() - started, failed=True)
         delay = _after_failure(issuance, step, e, acme, now)
     except OperationalError as e:
         # A deadlock or lock timeout with another worker (or a dropped connection): the step's
