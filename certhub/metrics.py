@@ -30,6 +30,7 @@ from django.db.models import (
     DurationField,
     ExpressionWrapper,
     F,
+    Max,
     Min,
     Q,
     Sum,
@@ -45,6 +46,8 @@ from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetr
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from acme_client import limits
+from acme_client.models import AcmeAccount, LimitUse
 from certhub import outbox
 from certhub.api_common import DATABASE_RETRY_AFTER
 from certhub.models import OutboxEvent
@@ -323,8 +326,34 @@ def deployment_metrics(now: datetime) -> Iterator[Metric]:
         yield family
 
 
+def ca_budget_metrics(now: datetime) -> Iterator[Metric]:
+    """What is left of each of the CA's rate limits for the first CA's account (acme_client.limits)."""
+    family = GaugeMetricFamily(
+        "certhub_ca_budget_left",
+        "Uses left of each of the CA's rate limits for CertHub's account at the first CA; limits per domain, "
+        "per set of names and per name show the tightest one.",
+        labels=["limit"],
+    )
+    account = AcmeAccount.objects.filter(directory_url=settings.ACME_DIRECTORY_URL).first()
+    for name in limits.DEFAULTS:
+        limit = limits.limit(name)
+        used = 0
+        if account is not None:
+            used = (
+                (
+                    LimitUse.objects.filter(account=account, limit=name, at__gt=now - limit.window)
+                    .values("key")
+                    .annotate(uses=Count("id"))
+                    .aggregate(most=Max("uses"))["most"]
+                )
+                or 0
+            )
+        family.add_metric([name], max(limit.count - used, 0))
+    yield family
+
+
 class DatabaseCollector(Collector):
-    """Everything the database knows, read in eight small queries per scrape."""
+    """Everything the database knows, read in a dozen small queries per scrape."""
 
     def collect(self) -> Iterator[Metric]:
         now = timezone.now()
@@ -332,6 +361,7 @@ class DatabaseCollector(Collector):
         yield from issuance_metrics(now)
         yield from outbox_metrics(now)
         yield from deployment_metrics(now)
+        yield from ca_budget_metrics(now)
 
 
 class StepTimingsCollector(Collector):

@@ -311,6 +311,7 @@ LABELS = {
     "outcome": {"ok", "failed"},
     "delivery": {"handle", "publish"},
     "target_kind": set(Deployment.Target.values),
+    "limit": {"new_orders", "certificates_per_domain", "certificates_per_exact_set", "failed_authorizations"},
 }
 
 
@@ -409,3 +410,19 @@ def test_every_web_process_answers_the_same_and_sees_what_a_worker_counted(trans
         samples = parse(answer.text)
         assert value(samples, "certhub_certificates", type=LE, state="verified") == 5
         assert value(samples, "certhub_issuance_step_duration_seconds_count", step="download", outcome="ok") == 7
+
+
+@pytest.mark.django_db
+def test_the_ca_budget_left_is_shown_per_limit(client, settings):
+    from acme_client import limits
+    from acme_client.models import AcmeAccount
+
+    settings.CERTHUB_CA_LIMITS = {"new_orders": (10, 3600)}
+    account = AcmeAccount.objects.create(directory_url=settings.ACME_DIRECTORY_URL, key_pem="unused")
+    for names in (["a.example.com"], ["b.example.com"], ["c.other.com"], ["a.example.com"]):
+        limits.spend_new_order(account, names, renewal=False, exempt=False)
+    samples, _ = scrape(client)
+    assert value(samples, "certhub_ca_budget_left", limit="new_orders") == 6
+    assert value(samples, "certhub_ca_budget_left", limit="certificates_per_domain") == 47  # example.com: 3 of 50
+    assert value(samples, "certhub_ca_budget_left", limit="certificates_per_exact_set") == 3  # a.example.com twice
+    assert value(samples, "certhub_ca_budget_left", limit="failed_authorizations") == 5
