@@ -2,6 +2,14 @@
 
 Run: .venv/bin/python bench/dns_qps.py --records 10000 --seconds 10
 
+Each server is measured twice: "cached", dnsperf cycling through the zone's questions (every
+name and type, some NODATA and NXDOMAIN) for the whole run, so a server with a response cache
+answers nearly all from it; and "uncached", a random-subdomain flood in which every query asks
+for a name never asked before (all NXDOMAIN), which no response cache can absorb. run_dns is
+also timed on its first pass through the zone's questions (each asked once). The server CPU
+column is the server process's CPU time (all threads) over the run's wall time: 100% is one core
+of the machine's two; dnsperf has the rest.
+
 Everything runs on the loopback interface in a scratch directory (a SQLite database, the zone
 file, knotd's config and storage), removed at the end along with the servers started here.
 """
@@ -18,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from support import knot_config, stop
+from support import cpu_seconds, knot_config, stop, thread_count
 
 REPO = Path(__file__).resolve().parents[1]
 ZONE = "bench.test"
@@ -33,6 +41,7 @@ class Result:
     latency_ms: float
     lost: int
     sent: int
+    cpu: float  # server CPU seconds per second of the run
 
 
 def setup_django(scratch: Path) -> dict[str, str]:
@@ -95,6 +104,17 @@ def write_queries(path: Path, count: int) -> int:
     return len(lines)
 
 
+def write_flood(path: Path, count: int) -> None:
+    """A dnsperf input file of count distinct made-up names in the zone: a random-subdomain flood."""
+    rng = random.Random(7)
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    lines = []
+    for i in range(count):
+        # A counter keeps the names distinct, random letters make them look like a botnet's.
+        lines.append(f"{''.join(rng.choices(alphabet, k=6))}{i:x}.{ZONE} A\n")
+    path.write_text("".join(lines))
+
+
 def wait_for_answer(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
     """Return once the server answers the zone's SOA."""
     import dns.exception
@@ -114,10 +134,12 @@ def wait_for_answer(port: int, process: subprocess.Popen, timeout: float = 60) -
     raise RuntimeError(f"no answer on port {port} within {timeout}s")
 
 
-def dnsperf(label: str, port: int, queries: Path, seconds: int, *extra: str) -> Result:
-    """Run dnsperf against a loopback port and parse its summary."""
+def dnsperf(label: str, server: subprocess.Popen, port: int, queries: Path, seconds: int, *extra: str) -> Result:
+    """Run dnsperf against a loopback port and parse its summary; note the server's CPU use."""
     command = [DNSPERF, "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-c", "10", "-Q", "1000000"]
+    cpu_before, started = cpu_seconds(server.pid), time.monotonic()
     output = subprocess.run([*command, "-l", str(seconds), *extra], capture_output=True, text=True, check=True).stdout
+    cpu = (cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - started)
 
     def number(pattern: str) -> float:
         match = re.search(pattern, output)
@@ -131,6 +153,7 @@ def dnsperf(label: str, port: int, queries: Path, seconds: int, *extra: str) -> 
         latency_ms=number(r"Average Latency \(s\):\s+([\d.]+)") * 1000,
         lost=int(number(r"Queries lost:\s+(\d+)")),
         sent=int(number(r"Queries sent:\s+(\d+)")),
+        cpu=cpu,
     )
 
 
@@ -138,8 +161,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument(
+        "--flood-names", type=int, default=1_500_000, help="distinct names in the flood (a run ends when they do)"
+    )
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     scratch = Path(tempfile.mkdtemp(prefix="certhub-dns-bench-"))
     started: list[subprocess.Popen] = []
     results: list[Result] = []
@@ -148,7 +175,13 @@ def main() -> None:
         zone = create_zone(args.records)
         queries = scratch / "queries.txt"
         distinct = write_queries(queries, args.records)
-        print(f"zone {ZONE}: {args.records} records, {distinct} distinct questions", flush=True)
+        flood = scratch / "flood.txt"
+        write_flood(flood, args.flood_names)
+        print(
+            f"zone {ZONE}: {args.records} records, {distinct} distinct questions; "
+            f"flood: {args.flood_names} distinct made-up names",
+            flush=True,
+        )
         from certhub.ports import free_port
 
         port = free_port()
@@ -162,8 +195,11 @@ def main() -> None:
         started.append(run_dns)
         wait_for_answer(port, run_dns)
         # One pass through the file: every question is new to the response cache.
-        results.append(dnsperf("run_dns, first pass (uncached)", port, queries, args.seconds, "-n", "1"))
-        results.append(dnsperf("run_dns", port, queries, args.seconds))
+        results.append(dnsperf("run_dns, zone's questions once", run_dns, port, queries, args.seconds, "-n", "1"))
+        results.append(dnsperf("run_dns, cached", run_dns, port, queries, args.seconds))
+        # Each name once: every query is new (a flood that ends early is measured over its length).
+        results.append(dnsperf("run_dns, uncached (flood)", run_dns, port, flood, args.seconds, "-n", "1"))
+        threads = thread_count(run_dns.pid)
         stop(run_dns)
 
         from dns_zones.zonefile import render_zone_file
@@ -177,17 +213,26 @@ def main() -> None:
         )
         started.append(knotd)
         wait_for_answer(knot_port, knotd)
-        results.append(dnsperf("knotd", knot_port, queries, args.seconds))
+        results.append(dnsperf("knotd, cached", knotd, knot_port, queries, args.seconds))
+        results.append(dnsperf("knotd, uncached (flood)", knotd, knot_port, flood, args.seconds, "-n", "1"))
+        knot_threads = thread_count(knotd.pid)
         stop(knotd)
     finally:
         for process in started:
             stop(process)
         shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"\n{'server':<32} {'queries/s':>10} {'avg latency':>12} {'lost':>12}")
+    print(f"\n{'server':<32} {'queries/s':>10} {'avg latency':>12} {'lost':>14} {'server CPU':>11}")
     for r in results:
         lost = f"{r.lost} ({r.lost / max(r.sent, 1):.2%})"
-        print(f"{r.server:<32} {r.qps:>10,.0f} {r.latency_ms:>9.3f} ms {lost:>12}")
+        print(f"{r.server:<32} {r.qps:>10,.0f} {r.latency_ms:>9.3f} ms {lost:>14} {r.cpu:>10.0%}")
+    qps = {r.server: r.qps for r in results}
+    print(f"\nrun_dns: one process, {threads} threads (one answers UDP); knotd: {knot_threads} threads")
+    # Other work on the machine takes cores from the servers and dnsperf alike: say how much there was.
+    print(f"load average (1 min): {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
+    for server in ("run_dns", "knotd"):
+        ratio = qps[f"{server}, uncached (flood)"] / qps[f"{server}, cached"]
+        print(f"{server} uncached/cached: {ratio:.0%}")
 
 
 if __name__ == "__main__":

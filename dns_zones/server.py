@@ -2,9 +2,14 @@
 
 Zones are held in memory as immutable snapshots built from the database; a reload thread polls
 the zones' serials and rebuilds only the zones that changed, so a packet never costs a database
-query. Whole wire responses are cached by the query's bytes after its ID: a repeated question is
-answered with one dict lookup, which is what lets plain Python go well past dnspython's ~13,000
-queries/s (see DESIGN.md, performance notes).
+query. Each zone is indexed by lowercased wire-format names, with every record's wire form
+rendered at load time, so a plain query is parsed, resolved and answered from bytes: no
+dnspython message is built for it. That path must stay cheap for names nobody asked before
+(random-subdomain floods, every query an NXDOMAIN), which no cache can absorb. Whole responses
+for names that exist are also cached by the query's bytes after its ID, so a repeated question is
+one dict lookup away from its answer (see DESIGN.md, performance notes). Queries the byte path
+does not take (EDNS options other than a cookie, TSIG, compressed or malformed questions) and
+answers too big for it go through dnspython, which also renders the size-limited forms.
 """
 
 import ipaddress
@@ -13,8 +18,9 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import dns.exception
 import dns.flags
@@ -35,13 +41,14 @@ from dns_zones.zonefile import rdata_text
 logger = logging.getLogger(__name__)
 
 IN = dns.rdataclass.IN
-A, AAAA, CNAME, NS, SOA, DS, ANY = (
+A, AAAA, CNAME, NS, SOA, DS, OPT, ANY = (
     dns.rdatatype.A,
     dns.rdatatype.AAAA,
     dns.rdatatype.CNAME,
     dns.rdatatype.NS,
     dns.rdatatype.SOA,
     dns.rdatatype.DS,
+    dns.rdatatype.OPT,
     dns.rdatatype.ANY,
 )
 # Zone transfers and the obsolete mailbox meta-types are not served.
@@ -61,105 +68,278 @@ MAX_TCP_PER_SOURCE = 16
 MIN_RELOAD_GAP = 0.005  # seconds between two reloads, however many NOTIFYs come
 HEADER = struct.Struct("!HHHHHH")
 LENGTH = struct.Struct("!H")
+TYPE_CLASS = struct.Struct("!HH")
+FLAGS_AND_COUNTS = struct.Struct("!HHHHH")  # a header after its ID
+RR_HEAD = struct.Struct("!HHIH")  # type, class, TTL, RDATA length: what follows an owner name
 
-RRsets = dict[int, dns.rrset.RRset]
+# The byte path's view of a query: its counts (QD=1, AN=0, NS=0, AR=0 or 1, an OPT record).
+ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00\x00\x00"
+ONE_QUESTION_AND_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+OPT_HEAD = struct.Struct("!BHHBBHH")  # root owner, type, payload, extended rcode, version, flags, length
+COOKIE = 10  # the one EDNS option the byte path takes: dnspython checks its lengths, so do we
+# Plain ints for the byte path: dnspython's flag enums cost a microsecond an operation.
+QR_FLAG, AA_FLAG, RD_FLAG, DO_FLAG = int(dns.flags.QR), int(dns.flags.AA), int(dns.flags.RD), int(dns.flags.DO)
+NOERROR, FORMERR, NXDOMAIN, REFUSED = (
+    int(dns.rcode.NOERROR),
+    int(dns.rcode.FORMERR),
+    int(dns.rcode.NXDOMAIN),
+    int(dns.rcode.REFUSED),
+)
+# Our OPT record (RFC 6891): root owner, type OPT, our payload size, version 0, no options; DO or not.
+OPT_RR = b"\x00" + struct.pack("!HHBBHH", OPT, OUR_UDP_PAYLOAD, 0, 0, 0, 0)
+OPT_RR_DO = b"\x00" + struct.pack("!HHBBHH", OPT, OUR_UDP_PAYLOAD, 0, 0, DO_FLAG, 0)
+# A compression pointer (RFC 1035 4.1.4) to each offset of the question name, which starts at 12.
+POINTERS = tuple(struct.pack("!H", 0xC000 | (12 + offset)) for offset in range(256))
 
 
-@dataclass(frozen=True)
+class Target(NamedTuple):
+    """A CNAME's target inside its zone, ready to be looked up as the question is."""
+
+    name: dns.name.Name
+    wire: bytes  # as the record spells it
+    key: bytes  # lowercased: the index key
+    starts: tuple[int, ...]  # the offset of each label in wire, the root's excepted
+    apex: int  # which of those labels is the zone's origin
+
+
+@dataclass(frozen=True, eq=False)
+class IndexedRRset:
+    """An rrset and its wire form: each record after its owner name, uncompressed."""
+
+    rrset: dns.rrset.RRset
+    owner: bytes  # the owner name in wire form, as the zone spells it
+    records: tuple[bytes, ...]  # type, class, TTL, length and RDATA of each record
+    # For a CNAME: its target when inside the zone. For an NS rrset: the glue, as section entries.
+    target: Target | None = None
+    glue: tuple["Entry", ...] = ()
+
+    def wire(self, owner: bytes) -> bytes:
+        """The rrset's records, each under the given owner (a name, or a pointer into the question)."""
+        return owner + owner.join(self.records)
+
+
+class Entry(NamedTuple):
+    """One rrset of a section, with the owner it is rendered under."""
+
+    owner: bytes  # wire name, or a compression pointer into the question name
+    indexed: IndexedRRset
+    # A wildcard's rrset answered for this name (RFC 4592); None when the rrset is used as it is.
+    # The byte path does not need it (its owner is a pointer already) and leaves it None.
+    synthesized: dns.name.Name | None = None
+
+
 class Answer:
     """What the zone says about one question, before it becomes a message."""
 
-    rcode: int
-    authoritative: bool
-    answer: list[dns.rrset.RRset] = field(default_factory=list)
-    authority: list[dns.rrset.RRset] = field(default_factory=list)
-    additional: list[dns.rrset.RRset] = field(default_factory=list)
+    __slots__ = ("_wire", "additional", "answer", "authoritative", "authority", "rcode")
+
+    def __init__(
+        self,
+        rcode: int,
+        authoritative: bool,
+        answer: Sequence[Entry] = (),
+        authority: Sequence[Entry] = (),
+        additional: Sequence[Entry] = (),
+    ):
+        self.rcode = rcode
+        self.authoritative = authoritative
+        self.answer = answer
+        self.authority = authority
+        self.additional = additional
+        self._wire: tuple[tuple[bytes, ...], bytes] | None = None
+
+    def wire(self) -> tuple[tuple[bytes, ...], bytes]:
+        """The header after its ID for each kind of query (RD or not, then EDNS or not: index
+        rd + 2 * edns), and the sections' records; rendered once, as answers are reused."""
+        if self._wire is None:
+            records = []
+            counts = []
+            for section in (self.answer, self.authority, self.additional):
+                count = 0
+                for owner, rrset, _ in section:
+                    records.append(rrset.wire(owner))
+                    count += len(rrset.records)
+                counts.append(count)
+            flags = QR_FLAG | self.rcode | (AA_FLAG if self.authoritative else 0)
+            an, ns, ar = counts
+            heads = tuple(
+                FLAGS_AND_COUNTS.pack(flags | rd, 1, an, ns, ar + opt) for opt in (0, 1) for rd in (0, RD_FLAG)
+            )
+            self._wire = (heads, b"".join(records))
+        return self._wire
+
+
+REFUSED_ANSWER = Answer(REFUSED, False)
+FORMERR_ANSWER = Answer(FORMERR, False)
+RRsets = dict[int, IndexedRRset]
+Nodes = dict[bytes, RRsets]
 
 
 @dataclass(frozen=True)
 class ZoneData:
-    """One zone in memory; never changed after it is built (a reload builds a new one)."""
+    """One zone in memory; its data never changes after it is built (a reload builds a new one),
+    only the answers it memoizes fill as they are asked for.
+
+    Names are keys in lowercased wire form (bytes.lower() folds ASCII only, as DNS does, and
+    leaves label lengths alone: they are below 64). A question name comes with `starts`, the
+    offset of each of its labels, so each ancestor is a slice, and with `apex`, the index in
+    `starts` of this zone's origin.
+    """
 
     zone_id: int
     origin: dns.name.Name
+    key: bytes  # the origin, lowercased wire form
     serial: int
     # Every name that exists, empty non-terminals included (with no rrsets), by rdtype.
-    nodes: dict[dns.name.Name, RRsets]
+    nodes: Nodes
     # Names below the apex holding NS records: delegation points.
-    cuts: frozenset[dns.name.Name]
-    soa: dns.rrset.RRset
+    cuts: frozenset[bytes]
+    soa: IndexedRRset
     # The SOA for NXDOMAIN and NODATA answers: TTL = min(SOA TTL, SOA minimum), RFC 2308.
-    negative_soa: dns.rrset.RRset
+    negative_soa: IndexedRRset
+    # Answers built once and reused, filled as asked (see resolve); each bounded by the zone's size.
+    negative_answers: dict[int, Answer] = field(default_factory=dict, compare=False, repr=False)
+    referral_answers: dict[tuple[bytes, int], Answer] = field(default_factory=dict, compare=False, repr=False)
+    wildcard_answers: dict[tuple[bytes, int], Answer] = field(default_factory=dict, compare=False, repr=False)
 
-    def resolve(self, qname: dns.name.Name, qtype: int) -> Answer:
-        """Answer a question for a name in this zone."""
-        cut = self._cut_above(qname, qtype)
-        if cut is not None:
-            return self._referral(cut)
-        answer: list[dns.rrset.RRset] = []
-        seen = {qname}
-        name = qname
-        for _ in range(MAX_CNAME_CHAIN):
-            node, wildcard = self._find_node(name)
-            if node is None:
-                return Answer(dns.rcode.NXDOMAIN, True, answer, [self.negative_soa])
-            cname = node.get(CNAME)
-            if cname is not None and qtype not in (CNAME, ANY):
-                answer.append(_owned_by(cname, name) if wildcard else cname)
-                target = cname[0].target
-                # Chase within this zone only, never into a delegation, never round a loop.
-                if target in seen or not target.is_subdomain(self.origin) or self._cut_above(target, qtype) is not None:
-                    return Answer(dns.rcode.NOERROR, True, answer)
-                seen.add(target)
-                name = target
-                continue
-            found = list(node.values()) if qtype == ANY else [node[qtype]] if qtype in node else []
-            if not found:
-                return Answer(dns.rcode.NOERROR, True, answer, [self.negative_soa])
-            if wildcard:
-                found = [_owned_by(rrset, name) for rrset in found]
-            answer.extend(found)
-            additional = self._glue(node[NS]) if qtype == NS and name == self.origin else []
-            return Answer(dns.rcode.NOERROR, True, answer, [], additional)
-        return Answer(dns.rcode.NOERROR, True, answer)
+    def resolve(
+        self, key: bytes, starts: Sequence[int], apex: int, qtype: int, qname: dns.name.Name | None = None
+    ) -> Answer:
+        """Answer a question for a name in this zone; qname, when given, names synthesized rrsets.
 
-    def _find_node(self, name: dns.name.Name) -> tuple[RRsets | None, bool]:
-        """The node for a name, or the wildcard that covers it (RFC 4592), and whether it was one."""
-        node = self.nodes.get(name)
+        Without qname (the byte path) the answers that do not depend on the name asked, only on
+        where the zone's origin or a delegation point is in it, are built once and reused.
+        """
+        if self.cuts:
+            cut = self._cut_above(key, starts, apex, qtype)
+            if cut is not None:
+                return self._referral(key[starts[cut] :], starts[cut])
+        origin_at = starts[apex]  # where the question holds the origin: the SOA owner of negative answers
+        node = self.nodes.get(key)
         if node is not None:
-            return node, False
+            return self._chase(node, key, qtype, origin_at, None)
+        wildcard = self._wildcard(key, starts, apex)
+        if wildcard is None:
+            return self._negative(NXDOMAIN, origin_at)
+        if qname is not None:
+            return self._chase(self.nodes[wildcard], key, qtype, origin_at, qname)
+        # The wildcard's own rrsets (no CNAME chased): the same answer for every name it covers.
+        memo = (wildcard, qtype)
+        answer = self.wildcard_answers.get(memo)
+        if answer is None:
+            node = self.nodes[wildcard]
+            answer = self._chase(node, key, qtype, origin_at, None)
+            if answer.answer and (CNAME not in node or qtype == CNAME or qtype == ANY):
+                self.wildcard_answers[memo] = answer  # at most one per rdtype the wildcard holds, and ANY
+        return answer
+
+    def _chase(self, node: RRsets, key: bytes, qtype: int, origin_at: int, synthesized: dns.name.Name | None) -> Answer:
+        """The answer from the question's node (or the wildcard's), following CNAMEs inside the zone."""
+        nodes = self.nodes
+        answer: list[Entry] = []
+        seen = None
+        target: Target | None = None
+        owner = POINTERS[0]  # the question's name
+        for step in range(MAX_CNAME_CHAIN):
+            if step:  # at a CNAME's target
+                node = nodes.get(key)
+                if node is None:
+                    wildcard = self._wildcard(key, target.starts, target.apex)
+                    if wildcard is None:
+                        return Answer(NXDOMAIN, True, answer, self._negative(NXDOMAIN, origin_at).authority)
+                    node = nodes[wildcard]
+                else:
+                    synthesized = None
+            cname = node.get(CNAME)
+            if cname is not None and qtype != CNAME and qtype != ANY:
+                answer.append(Entry(owner, cname, synthesized))
+                target = cname.target
+                if seen is None:
+                    seen = {key}
+                # Chase within this zone only, never into a delegation, never round a loop.
+                if (
+                    target is None
+                    or target.key in seen
+                    or (self.cuts and self._cut_above(target.key, target.starts, target.apex, qtype) is not None)
+                ):
+                    return Answer(NOERROR, True, answer)
+                seen.add(target.key)
+                key = target.key
+                owner, synthesized = target.wire, target.name
+                continue
+            if qtype == ANY:
+                found = list(node.values())
+            else:
+                rrset = node.get(qtype)
+                found = [rrset] if rrset is not None else []
+            if not found:
+                if not answer:
+                    return self._negative(NOERROR, origin_at)
+                return Answer(NOERROR, True, answer, self._negative(NOERROR, origin_at).authority)
+            answer.extend(Entry(owner, rrset, synthesized) for rrset in found)
+            additional = node[NS].glue if qtype == NS and key == self.key else ()
+            return Answer(NOERROR, True, answer, (), additional)
+        return Answer(NOERROR, True, answer)
+
+    def _wildcard(self, key: bytes, starts: Sequence[int], apex: int) -> bytes | None:
+        """The wildcard that covers a name that does not exist (RFC 4592), if there is one."""
+        nodes = self.nodes
         # The closest encloser: the longest existing ancestor; the apex always exists.
-        encloser = name.parent()
-        while encloser not in self.nodes:
-            encloser = encloser.parent()
-        wildcard = self.nodes.get(dns.name.Name((b"*", *encloser.labels)))
-        return (wildcard, True) if wildcard is not None else (None, False)
+        for label in range(1, apex + 1):
+            encloser = key[starts[label] :]
+            if encloser in nodes:
+                wildcard = b"\x01*" + encloser
+                return wildcard if wildcard in nodes else None
+        raise AssertionError("the apex is always a node")
 
-    def _cut_above(self, name: dns.name.Name, qtype: int) -> dns.name.Name | None:
-        """The topmost delegation point at or above name, if any."""
-        if not self.cuts:
-            return None
-        found = None
+    def _negative(self, rcode: int, origin_at: int) -> Answer:
+        """NXDOMAIN or NODATA (NOERROR) with the SOA, its owner at that offset of the question name."""
+        memo = origin_at << 4 | rcode
+        answer = self.negative_answers.get(memo)
+        if answer is None:
+            # At most two for each offset of the origin in a question name (under 256).
+            answer = self.negative_answers[memo] = Answer(
+                rcode, True, (), (Entry(POINTERS[origin_at], self.negative_soa),)
+            )
+        return answer
+
+    def _referral(self, cut: bytes, cut_at: int) -> Answer:
+        """The delegation's NS rrset, its owner at that offset of the question name, and glue."""
+        memo = (cut, cut_at)
+        answer = self.referral_answers.get(memo)
+        if answer is None:
+            ns = self.nodes[cut][NS]
+            # At most one for each delegation point and offset of it in a question name.
+            answer = self.referral_answers[memo] = Answer(NOERROR, False, (), (Entry(POINTERS[cut_at], ns),), ns.glue)
+        return answer
+
+    def _cut_above(self, key: bytes, starts: Sequence[int], apex: int, qtype: int) -> int | None:
+        """The label (an index in starts) of the topmost delegation point at or above the name, if any."""
+        cuts = self.cuts
         # DS lives on the parent side of a cut (RFC 4035): it is ours to answer, not a referral.
-        candidate = name.parent() if qtype == DS and name in self.cuts else name
-        while candidate != self.origin and len(candidate) > len(self.origin):
-            if candidate in self.cuts:
-                found = candidate
-            candidate = candidate.parent()
-        return found
+        lowest = 1 if qtype == DS and key in cuts else 0
+        for label in range(apex - 1, lowest - 1, -1):
+            if key[starts[label] :] in cuts:
+                return label
+        return None
 
-    def _referral(self, cut: dns.name.Name) -> Answer:
-        ns = self.nodes[cut][NS]
-        return Answer(dns.rcode.NOERROR, False, [], [ns], self._glue(ns))
 
-    def _glue(self, ns: dns.rrset.RRset) -> list[dns.rrset.RRset]:
-        """Addresses of in-zone name servers (glue below a cut, or for the apex NS)."""
-        glue = []
-        for rdata in ns:
-            node = self.nodes.get(rdata.target) if rdata.target.is_subdomain(self.origin) else None
-            if node:
-                glue.extend(node[t] for t in (A, AAAA) if t in node)
-        return glue
+def _label_starts(wire: bytes) -> tuple[int, ...]:
+    """The offset of each label of an uncompressed wire name, the root's excepted."""
+    starts = []
+    offset = 0
+    while wire[offset]:
+        starts.append(offset)
+        offset += wire[offset] + 1
+    return tuple(starts)
+
+
+def _indexed(rrset: dns.rrset.RRset) -> IndexedRRset:
+    records = []
+    for rdata in rrset:
+        rdata_wire = rdata.to_wire()
+        records.append(RR_HEAD.pack(rrset.rdtype, rrset.rdclass, rrset.ttl, len(rdata_wire)) + rdata_wire)
+    return IndexedRRset(rrset, rrset.name.to_wire(), tuple(records))
 
 
 def _owned_by(rrset: dns.rrset.RRset, owner: dns.name.Name) -> dns.rrset.RRset:
@@ -178,6 +358,7 @@ def build_zone(zone: Zone, records: Iterable[Record]) -> ZoneData:
             owner = dns.name.from_text(zone.absolute(record.name))
             rdtype = dns.rdatatype.from_text(record.type)
             rdata = dns.rdata.from_text(IN, rdtype, rdata_text(zone, record))
+            rdata.to_wire()  # renders, or fails here rather than in every answer
         except Exception as e:  # one bad row must not take the zone down
             logger.warning("zone %s: skipping record %s (%s): %s", zone.name, record.pk, record.type, e)
             continue
@@ -191,20 +372,50 @@ def build_zone(zone: Zone, records: Iterable[Record]) -> ZoneData:
         default = Record(type=Record.Type.SOA, name="@", data=settings.CERTHUB_NAMESERVERS[0] + ".")
         rrsets[(origin, SOA)] = dns.rrset.from_text(origin, zone.ttl, IN, SOA, rdata_text(zone, default))
 
-    nodes: dict[dns.name.Name, RRsets] = {origin: {}}
+    origin_key = origin.to_wire().lower()
+    nodes: Nodes = {origin_key: {}}
     for (owner, rdtype), rrset in rrsets.items():
-        nodes.setdefault(owner, {})[rdtype] = rrset
+        nodes.setdefault(owner.to_wire().lower(), {})[rdtype] = _indexed(rrset)
         # Every ancestor up to the apex exists too, as an empty non-terminal if it holds nothing.
         parent = owner
         while parent != origin and len(parent) > len(origin):
             parent = parent.parent()
-            nodes.setdefault(parent, {})
+            nodes.setdefault(parent.to_wire().lower(), {})
+    # What answers refer to, resolved once: CNAME targets inside the zone, glue of NS rrsets.
+    for node in nodes.values():
+        for rdtype, indexed in node.items():
+            if rdtype == CNAME:
+                node[rdtype] = _with_target(indexed, origin)
+            elif rdtype == NS:
+                node[rdtype] = _with_glue(indexed, origin, nodes)
     soa = rrsets[(origin, SOA)]
     negative_soa = dns.rrset.RRset(origin, IN, SOA)
     negative_soa.update(soa)
     negative_soa.ttl = min(soa.ttl, soa[0].minimum)
-    cuts = frozenset(name for name, node in nodes.items() if NS in node and name != origin)
-    return ZoneData(zone.pk, origin, zone.serial, nodes, cuts, soa, negative_soa)
+    cuts = frozenset(name for name, node in nodes.items() if NS in node and name != origin_key)
+    return ZoneData(
+        zone.pk, origin, origin_key, zone.serial, nodes, cuts, nodes[origin_key][SOA], _indexed(negative_soa)
+    )
+
+
+def _with_target(cname: IndexedRRset, origin: dns.name.Name) -> IndexedRRset:
+    target = cname.rrset[0].target
+    if not target.is_subdomain(origin):
+        return cname
+    wire = target.to_wire()
+    starts = _label_starts(wire)
+    found = Target(target, wire, wire.lower(), starts, len(starts) - (len(origin) - 1))
+    return IndexedRRset(cname.rrset, cname.owner, cname.records, target=found)
+
+
+def _with_glue(ns: IndexedRRset, origin: dns.name.Name, nodes: Nodes) -> IndexedRRset:
+    """Addresses of in-zone name servers (glue below a cut, or for the apex NS)."""
+    glue = []
+    for rdata in ns.rrset:
+        node = nodes.get(rdata.target.to_wire().lower()) if rdata.target.is_subdomain(origin) else None
+        if node:
+            glue.extend(Entry(node[t].owner, node[t]) for t in (A, AAAA) if t in node)
+    return IndexedRRset(ns.rrset, ns.owner, ns.records, glue=tuple(glue))
 
 
 @dataclass(frozen=True)
@@ -212,21 +423,33 @@ class Snapshot:
     """Everything a packet is answered from; replaced as a whole on reload, so readers need no lock."""
 
     by_id: dict[int, ZoneData] = field(default_factory=dict)
-    by_name: dict[dns.name.Name, ZoneData] = field(default_factory=dict)
-    # Response bytes after the ID, by query bytes after the ID. Filled while serving, and
-    # thrown away with the snapshot, so an answer cached from old data never outlives a reload.
+    by_key: dict[bytes, ZoneData] = field(default_factory=dict)  # by origin, lowercased wire form
+    # Response bytes after the ID, by query bytes after the ID, for names that exist (a flood of
+    # made-up names would only evict them). Filled while serving, and thrown away with the
+    # snapshot, so an answer cached from old data never outlives a reload.
     udp_cache: dict[bytes, bytes] = field(default_factory=dict)
     tcp_cache: dict[bytes, bytes] = field(default_factory=dict)
 
-    def zone_for(self, qname: dns.name.Name) -> ZoneData | None:
-        """The hosted zone with the longest suffix of qname."""
-        name = qname
-        while len(name) > 1:
-            zone = self.by_name.get(name)
+    def answer(
+        self,
+        key: bytes,
+        starts: Sequence[int],
+        qtype: int,
+        qclass: int,
+        qname: dns.name.Name | None = None,
+    ) -> tuple[Answer, bool]:
+        """What to answer for a question, and whether the response may be cached (its name exists)."""
+        if qclass != IN or qtype in REFUSED_QTYPES:
+            return REFUSED_ANSWER, False
+        if (128 <= qtype < 256 or qtype == OPT) and qtype != ANY:  # dns.rdatatype.is_metatype
+            return FORMERR_ANSWER, False
+        zones = self.by_key
+        # The hosted zone with the longest suffix of the name.
+        for apex, start in enumerate(starts):
+            zone = zones.get(key[start:])
             if zone is not None:
-                return zone
-            name = name.parent()
-        return None
+                return zone.resolve(key, starts, apex, qtype, qname), key in zone.nodes
+        return REFUSED_ANSWER, False
 
 
 def _header_only(data: bytes, rcode: int) -> bytes:
@@ -268,7 +491,8 @@ class DNSServer:
         self._reload_now = threading.Event()
         self._first_attempt = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._tcp_connections: set[socket.socket] = set()
+        # Open TCP connections, each with when it last had a query answered (or was accepted).
+        self._tcp_connections: dict[socket.socket, float] = {}
         self._lock = threading.Lock()
         self._udp: socket.socket | None = None
         self._tcp: socket.socket | None = None
@@ -362,8 +586,8 @@ class DNSServer:
             zone = loaded.get(pk) or old.by_id.get(pk)
             if zone is not None:  # None: deleted between our two queries
                 by_id[pk] = zone
-        by_name = {zone.origin: zone for zone in by_id.values()}
-        self._snapshot = Snapshot(by_id=by_id, by_name=by_name)
+        by_key = {zone.key: zone for zone in by_id.values()}
+        self._snapshot = Snapshot(by_id=by_id, by_key=by_key)
         logger.info(
             "loaded %d zones (%d reloaded, %d dropped) in %.1f ms",
             len(by_id),
@@ -458,13 +682,25 @@ class DNSServer:
                 time.sleep(0.01)  # out of file descriptors: do not spin
                 continue
             source = peer[0]
+            victim = None
             with self._lock:
                 held = self._tcp_per_source.get(source, 0)
-                if len(self._tcp_connections) >= MAX_TCP_CONNECTIONS or held >= self.max_tcp_per_source:
+                if held >= self.max_tcp_per_source:
                     conn.close()
                     continue
-                self._tcp_connections.add(conn)
+                if len(self._tcp_connections) >= MAX_TCP_CONNECTIONS:
+                    # Full: the connection longest without an answered query makes room (RFC 7766
+                    # lets a busy server close idle connections), so clients that hold slots
+                    # from many sources, idle or trickling, cannot shut new clients out.
+                    victim = min(self._tcp_connections, key=self._tcp_connections.__getitem__)
+                    del self._tcp_connections[victim]
+                self._tcp_connections[conn] = time.monotonic()
                 self._tcp_per_source[source] = held + 1
+            if victim is not None:
+                try:
+                    victim.shutdown(socket.SHUT_RDWR)  # its thread sees the end and cleans up
+                except OSError:
+                    pass
             threading.Thread(target=self._serve_tcp_connection, args=(conn, source), daemon=True).start()
 
     def _serve_tcp_connection(self, conn: socket.socket, source: str) -> None:
@@ -486,13 +722,16 @@ class DNSServer:
                 response = data[:2] + cached if cached is not None else self.respond(data, tcp=True)
                 if response is not None:
                     conn.sendall(LENGTH.pack(len(response)) + response)
+                with self._lock:
+                    if conn in self._tcp_connections:
+                        self._tcp_connections[conn] = time.monotonic()
         except (OSError, TimeoutError):
             return
         except Exception:
             logger.exception("unexpected error on a TCP connection")
         finally:
             with self._lock:
-                self._tcp_connections.discard(conn)
+                self._tcp_connections.pop(conn, None)
                 left = self._tcp_per_source.get(source, 1) - 1
                 if left:
                     self._tcp_per_source[source] = left
@@ -501,7 +740,22 @@ class DNSServer:
             conn.close()
 
     def respond(self, data: bytes, *, tcp: bool, peer: str | None = None) -> bytes | None:
-        """The wire response to one query, or None to drop it; caches what can be reused."""
+        """The wire response to one query, or None to drop it; caches answers for names that exist."""
+        plain = _plain_query(data, tcp)
+        if plain is not None:
+            question_end, qtype, qclass, key, starts, limit, opt = plain
+            snapshot = self._snapshot
+            answer, cacheable = snapshot.answer(key, starts, qtype, qclass)
+            wire = _render(data, question_end, answer, opt)
+            if len(wire) <= limit:
+                if cacheable:
+                    self._cache(snapshot, tcp, data, wire)
+                return wire
+            # Too big uncompressed: dnspython compresses, then drops optional glue or truncates.
+        return self._respond_with_dnspython(data, tcp=tcp, peer=peer)
+
+    def _respond_with_dnspython(self, data: bytes, *, tcp: bool, peer: str | None) -> bytes | None:
+        """Parse the query with dnspython and render the answer with it, within the size limit."""
         if len(data) < 12:
             return None
         flags = struct.unpack_from("!H", data, 2)[0]
@@ -520,7 +774,7 @@ class DNSServer:
             return _header_only(data, dns.rcode.FORMERR)
 
         snapshot = self._snapshot
-        response = self._build_response(snapshot, query)
+        response, cacheable = self._build_response(snapshot, query)
         if tcp:
             limit = 65535
         elif query.edns >= 0:
@@ -530,11 +784,15 @@ class DNSServer:
         else:
             limit = CLASSIC_UDP_LIMIT
         wire = _to_wire_within(response, query, limit)
+        if cacheable:
+            self._cache(snapshot, tcp, data, wire)
+        return wire
+
+    def _cache(self, snapshot: Snapshot, tcp: bool, query: bytes, response: bytes) -> None:
         cache = snapshot.tcp_cache if tcp else snapshot.udp_cache
         if len(cache) >= self.cache_size:
             cache.clear()  # crude but bounded; a full cache refills from the hot questions
-        cache[data[2:]] = wire[2:]
-        return wire
+        cache[query[2:]] = response[2:]
 
     def _notified(self, data: bytes, peer: str | None) -> bytes:
         """A NOTIFY (RFC 1996): from one of ours, reload now; acknowledge it, never cache it."""
@@ -556,33 +814,105 @@ class DNSServer:
         response.flags |= dns.flags.AA
         return response.to_wire()
 
-    def _build_response(self, snapshot: Snapshot, query: dns.message.Message) -> dns.message.Message:
+    def _build_response(self, snapshot: Snapshot, query: dns.message.Message) -> tuple[dns.message.Message, bool]:
+        """The response, and whether it may be cached (its name exists)."""
         response = dns.message.make_response(query, our_payload=OUR_UDP_PAYLOAD)
         if query.edns >= 0:
             # Keep the DO bit (RFC 3225); only EDNS version 0 exists (RFC 6891).
             response.ednsflags |= query.ednsflags & dns.flags.DO
             if query.edns > 0:
                 response.set_rcode(dns.rcode.BADVERS)
-                return response
+                return response, False
         question = query.question[0]
-        if question.rdclass != IN or question.rdtype in REFUSED_QTYPES:
-            response.set_rcode(dns.rcode.REFUSED)
-            return response
-        if dns.rdatatype.is_metatype(question.rdtype) and question.rdtype != ANY:
-            response.set_rcode(dns.rcode.FORMERR)
-            return response
-        zone = snapshot.zone_for(question.name)
-        if zone is None:
-            response.set_rcode(dns.rcode.REFUSED)
-            return response
-        answer = zone.resolve(question.name, question.rdtype)
+        wire = question.name.to_wire()
+        answer, cacheable = snapshot.answer(
+            wire.lower(), _label_starts(wire), question.rdtype, question.rdclass, question.name
+        )
         response.set_rcode(answer.rcode)
         if answer.authoritative:
             response.flags |= dns.flags.AA
-        response.answer = list(answer.answer)
-        response.authority = list(answer.authority)
-        response.additional = list(answer.additional)
-        return response
+        response.answer = _rrsets(answer.answer)
+        response.authority = _rrsets(answer.authority)
+        response.additional = _rrsets(answer.additional)
+        return response, cacheable
+
+
+def _rrsets(section: Iterable[Entry]) -> list[dns.rrset.RRset]:
+    return [
+        entry.indexed.rrset if entry.synthesized is None else _owned_by(entry.indexed.rrset, entry.synthesized)
+        for entry in section
+    ]
+
+
+def _plain_query(data: bytes, tcp: bool) -> tuple[int, int, int, bytes, list[int], int, bytes] | None:
+    """A plain query's question, read from its bytes; None for anything else, for dnspython to parse.
+
+    Plain: a QUERY with one question whose name is uncompressed, and nothing after it but an OPT
+    record of EDNS version 0 with no option other than a cookie. Returns where the question ends,
+    its type and class, its name lowercased, the offset of each label in it, the response size
+    limit, and the OPT record to answer with (empty without EDNS).
+    """
+    size = len(data)
+    if size < 17 or data[2] & 0xF8:  # QR, or an opcode other than QUERY
+        return None
+    counts = data[4:12]
+    if counts == ONE_QUESTION:
+        has_opt = False
+    elif counts == ONE_QUESTION_AND_OPT:
+        has_opt = True
+    else:
+        return None
+    starts = []
+    offset = 12
+    length = data[12]
+    while length:
+        if length > 63:  # a compression pointer or an extended label type
+            return None
+        starts.append(offset - 12)
+        offset += length + 1
+        if offset >= size:
+            return None
+        length = data[offset]
+    question_end = offset + 5
+    if offset - 11 > 255 or question_end > size:  # a name is at most 255 bytes (RFC 1035 2.3.4)
+        return None
+    qtype, qclass = TYPE_CLASS.unpack_from(data, offset + 1)
+    key = data[12 : offset + 1].lower()
+    if not has_opt:
+        if question_end != size:
+            return None
+        return question_end, qtype, qclass, key, starts, 65535 if tcp else CLASSIC_UDP_LIMIT, b""
+    options = question_end + 11
+    if options > size:
+        return None
+    owner, rdtype, payload, _, version, flags, length = OPT_HEAD.unpack_from(data, question_end)
+    if owner or rdtype != OPT or version or options + length != size:
+        return None
+    if length and not _only_cookies(data, options, size):
+        return None
+    # The client's payload size, but never above what we advertise: a bigger UDP answer
+    # fragments, and amplifies a spoofed query many times over (TC sends it to TCP instead).
+    limit = 65535 if tcp else max(CLASSIC_UDP_LIMIT, min(payload, OUR_UDP_PAYLOAD))
+    return question_end, qtype, qclass, key, starts, limit, OPT_RR_DO if flags & DO_FLAG else OPT_RR
+
+
+def _only_cookies(data: bytes, offset: int, end: int) -> bool:
+    """Whether the EDNS options from offset to end are all well-formed cookies (RFC 7873)."""
+    while offset < end:
+        if offset + 4 > end:
+            return False
+        code, length = TYPE_CLASS.unpack_from(data, offset)
+        offset += 4 + length
+        if code != COOKIE or offset > end or not (length == 8 or 16 <= length <= 40):
+            return False
+    return True
+
+
+def _render(query: bytes, question_end: int, answer: Answer, opt: bytes) -> bytes:
+    """The response's bytes: the query's ID and question, the answer's records, the OPT record."""
+    heads, records = answer.wire()
+    head = heads[(query[2] & 1) | (2 if opt else 0)]  # RD (0x0100) is copied from the query
+    return b"".join((query[:2], head, query[12:question_end], records, opt))
 
 
 def _to_wire_within(response: dns.message.Message, query: dns.message.Message, limit: int) -> bytes:

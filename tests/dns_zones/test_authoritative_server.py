@@ -403,11 +403,18 @@ def test_response_cache_stays_within_its_bound(transactional_db, zone):
     server = DNSServer(("127.0.0.1", 0), reload_interval=0.05, cache_size=3)
     server.start()
     try:
+        # Ten distinct questions for a name that exists (each case is its own cache entry).
         for i in range(10):
-            assert ask(server, f"host{i}.example.test").rcode() == dns.rcode.NXDOMAIN
+            spelling = "example.test"[:i] + "example.test"[i].upper() + "example.test"[i + 1 :]
+            assert rdatas(ask(server, spelling)) == ["192.0.2.1"]
             assert 0 < server.cached_responses <= 3
         # Answers still come right when served from the cache.
         assert rdatas(ask(server, "example.test")) == rdatas(ask(server, "example.test")) == ["192.0.2.1"]
+        # Made-up names are never cached: a flood of them would only evict the answers above.
+        held = server.cached_responses
+        for i in range(10):
+            assert ask(server, f"host{i}.example.test").rcode() == dns.rcode.NXDOMAIN
+        assert server.cached_responses == held
     finally:
         server.stop()
 
