@@ -20,7 +20,7 @@ from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from acme_client import accounts, limits
-from acme_client.protocol import AcmeError, AcmeSession, RenewalInfo, ari_certificate_id, make_csr
+from acme_client.protocol import AcmeError, AcmeSession, OrderInfo, RenewalInfo, ari_certificate_id, make_csr
 from certhub import faults, step_timings
 from certhub.leases import KeptLeases, new_token
 from certificates import events, keys, notifications, renewal
@@ -77,38 +77,43 @@ def step_new_order(issuance: Issuance, acme: AcmeSession) -> float:
         if order is not None:
             log.info("issuance %s: took up the order its earlier request opened", issuance.pk)
     if order is None:
-        account = accounts.account_for(issuance.directory_url)
-        replaces = _replaces(issuance)
-        # Counted before it is sent; an ARI renewal naming what it replaces is exempt, as at Let's Encrypt.
-        limits.spend_new_order(account, issuance.dns_names, renewal=issuance.reason != "issue", exempt=bool(replaces))
-        issuance.order_requested_at = timezone.now()
-        _write_claimed(issuance, "order_requested_at")
-        try:
-            order = acme.new_order(issuance.dns_names, replaces=replaces or None, profile=issuance.profile or None)
-        except AcmeError as e:
-            if replaces and e.status is not None and e.problem_type not in ("rateLimited", "badNonce"):
-                # The CA refused what `replaces` names (replaced already, unknown after a CA reset):
-                # it is only advisory, so order without it, now and in every later try.
-                log.warning("issuance %s: the CA refused replaces=%s (%s); ordering without it", issuance.pk,
-                            replaces, e)  # fmt: skip
-                issuance.replaces = ""
-                _write_claimed(issuance, "replaces")
-                return step_new_order(issuance, acme)
-            if e.problem_type != "rateLimited":
-                raise
-            # Refused after all (another client of the account, or limits set too high): wait as told,
-            # every order of the account if the new-order limit is the one, else this one.
-            until = timezone.now() + timedelta(seconds=e.retry_after or 3600)
-            if "new orders" in e.detail.lower():
-                until = limits.paused_by_ca(account, e.retry_after)
-            raise limits.LimitReached(limits.limit(limits.NEW_ORDERS), "the CA asked us to wait", until) from e
-        issuance.orders_created += 1
-        accounts.ca_answered(issuance.directory_url)
+        order = _open_order(issuance, acme)
     issuance.order_requested_at = None
     issuance.order_url = order.url
     issuance.finalize_url = order.finalize_url
     issuance.authorizations = [{"url": url} for url in order.authorizations]
     return _move(issuance, Step.PUBLISH)
+
+
+def _open_order(issuance: Issuance, acme: AcmeSession) -> OrderInfo:
+    """Send new-order, within the CA's limits and with the attempt saved first."""
+    account = accounts.account_for(issuance.directory_url)
+    replaces = _replaces(issuance)
+    # Counted before it is sent; an ARI renewal naming what it replaces is exempt, as at Let's Encrypt.
+    limits.spend_new_order(account, issuance.dns_names, renewal=issuance.reason != "issue", exempt=bool(replaces))
+    issuance.order_requested_at = timezone.now()
+    _write_claimed(issuance, "order_requested_at")
+    try:
+        order = acme.new_order(issuance.dns_names, replaces=replaces or None, profile=issuance.profile or None)
+    except AcmeError as e:
+        if replaces and e.status is not None and e.problem_type not in ("rateLimited", "badNonce"):
+            # The CA refused what `replaces` names (replaced already, unknown after a CA reset): it is
+            # only advisory, so order without it, now and in every later try.
+            log.warning("issuance %s: the CA refused replaces (%s); ordering without it", issuance.pk, e)
+            issuance.replaces = ""
+            _write_claimed(issuance, "replaces")
+            return _open_order(issuance, acme)
+        if e.problem_type != "rateLimited":
+            raise
+        # Refused after all (another client of the account, or limits set too high): wait as told,
+        # every order of the account if the new-order limit is the one, else this one.
+        until = timezone.now() + timedelta(seconds=e.retry_after or 3600)
+        if "new orders" in e.detail.lower():
+            until = limits.paused_by_ca(account, e.retry_after)
+        raise limits.LimitReached(limits.limit(limits.NEW_ORDERS), "the CA asked us to wait", until) from e
+    issuance.orders_created += 1
+    accounts.ca_answered(issuance.directory_url)
+    return order
 
 
 def _replaces(issuance: Issuance) -> str:
