@@ -422,6 +422,36 @@ class AcmeSession:
             retry_after=_retry_after(response),
         )
 
+    def revoke(self, cert_pem: bytes | str, reason: int, *, certificate_key: bytes | str | None = None) -> None:
+        """Revoke a certificate (RFC 8555 7.6) for an RFC 5280 reason code.
+
+        Signed with the account key, or with ``certificate_key`` (the certificate's own private key,
+        PEM) carried as "jwk": proof of possession, which Let's Encrypt needs before it blocks the key
+        and which makes it record keyCompromise whatever the reason says. A certificate revoked
+        before is refused with ``alreadyRevoked`` (a permanent AcmeError).
+        """
+        if isinstance(cert_pem, str):
+            cert_pem = cert_pem.encode("ascii")
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem)  # the leaf: the first certificate of a chain
+        except ValueError as e:
+            raise AcmeError(f"not a PEM certificate: {e}", permanent=True) from e
+        signer = self if certificate_key is None else self._signed_by(certificate_key)
+        # "200 (OK)" with no body on success; a problem document otherwise.
+        signer._post(self.directory["revokeCert"], messages.Revocation(certificate=cert, reason=reason))
+
+    def _signed_by(self, key_pem: bytes | str) -> "AcmeSession":
+        """This CA with another key: requests carry it as "jwk", with no account ("kid")."""
+        verify = self.net.verify_ssl
+        signer = AcmeSession(
+            self.directory_url,
+            key_pem.encode("ascii") if isinstance(key_pem, str) else key_pem,
+            ca_bundle=verify if isinstance(verify, str) else None,
+            timeout=self.net._default_timeout,
+        )
+        signer._directory = self.directory
+        return signer
+
     # Plumbing
 
     def _post(self, url: str, obj: jose.JSONDeSerializable | None, **kwargs: Any) -> requests.Response:

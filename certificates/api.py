@@ -2,12 +2,12 @@
 
 from django.db.models import OuterRef, Subquery
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from certhub.api_common import PageNumberLinksPagination, Unprocessable, error_body, request_team
+from certhub.api_common import PageNumberLinksPagination, Unprocessable, error_body, request_team, timestamp
 from certificates import services, validation
 from certificates.models import Certificate, Issuance, with_current_version
 from dns_zones.models import Zone
@@ -20,12 +20,17 @@ class CertificateSerializer(serializers.ModelSerializer):
     step = serializers.SerializerMethodField()
     attempts = serializers.SerializerMethodField()
     names_outside_zones = serializers.SerializerMethodField()
+    revoked = serializers.SerializerMethodField()
+    revocation_reason = serializers.SerializerMethodField()
+    revoked_at = serializers.SerializerMethodField()
+    revocation_error = serializers.SerializerMethodField()
 
     class Meta:
         model = Certificate
         fields = [
             "id", "name", "not_after", "sha1_fingerprint", "created_at", "dns_names", "state", "type",
             "key_type", "profile", "step", "attempts", "last_error", "names_outside_zones",
+            "revoked", "revocation_reason", "revoked_at", "revocation_error",
         ]  # fmt: skip
 
     def get_not_after(self, obj: Certificate) -> str:
@@ -43,6 +48,21 @@ class CertificateSerializer(serializers.ModelSerializer):
         if zones is None:
             return services.names_outside_zones(obj)
         return validation.names_outside(obj.dns_names, zones)
+
+    def get_revoked(self, obj: Certificate) -> bool:
+        """Whether the CA has revoked the current version (an extension)."""
+        return bool(obj.current_version and obj.current_version.revoked_at)
+
+    def get_revocation_reason(self, obj: Certificate) -> str | None:
+        """The RFC 5280 reason a revocation of the current version was asked for; null when none was."""
+        return (obj.current_version.revocation_reason or None) if obj.current_version else None
+
+    def get_revoked_at(self, obj: Certificate) -> str | None:
+        return timestamp(obj.current_version.revoked_at) if obj.current_version else None
+
+    def get_revocation_error(self, obj: Certificate) -> str:
+        """Why the CA has not revoked it (refused, or kept failing); asking again tries again."""
+        return obj.current_version.revocation_error if obj.current_version else ""
 
     def get_step(self, obj: Certificate) -> str | None:
         return obj.latest_step
@@ -135,29 +155,56 @@ class CertificateDetailView(APIView):
         certificate = certificates_of(request_team(request)).get(pk=certificate.pk)
         return Response({"certificate": CertificateSerializer(certificate).data})
 
-    @extend_schema(responses={204: None})
+    @extend_schema(
+        parameters=[OpenApiParameter("revoke", bool, description="revoke it at the CA first (an extension)")],
+        responses={204: None},
+    )
     def delete(self, request, certificate_id):
+        """`?revoke=true` (an extension) revokes the current version (cessationOfOperation) before
+        deleting, within the request: nothing is deleted unless the CA confirmed it."""
         certificate = get_object_or_404(Certificate, team=request_team(request), pk=certificate_id)
+        revoke = _flag(request.query_params.get("revoke"), "revoke")
         try:
-            services.certificate_delete(certificate=certificate)
+            services.certificate_delete(certificate=certificate, revoke=revoke)
         except services.InUse as e:
             return Response(error_body(403, str(e), used_by=e.uses), status=status.HTTP_403_FORBIDDEN)
+        except services.CaUnavailable as e:
+            retry_after = str(max(1, round(e.retry_after or CA_RETRY_AFTER)))
+            return Response(error_body(503, str(e)), status=503, headers={"Retry-After": retry_after})
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+# Seconds a client is asked to wait when the CA could not be reached for a revocation.
+CA_RETRY_AFTER = 30
+
+
+def _flag(value: str | None, name: str) -> bool:
+    if value in (None, "", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise Unprocessable({name: ["must be true or false"]})
+
+
 class ActionSerializer(serializers.Serializer):
-    type = serializers.ChoiceField(choices=["renew"])
+    type = serializers.ChoiceField(choices=["renew", "revoke"])
+    reason = serializers.ChoiceField(
+        choices=list(services.REVOCATION_REASONS), required=False, help_text="revoke: RFC 5280 reason (unspecified)"
+    )
 
 
 class CertificateActionView(APIView):
-    """`POST /v2/certificates/{id}/actions` with `{"type": "renew"}` (an extension): renew now."""
+    """`POST /v2/certificates/{id}/actions` (an extension): `{"type": "renew"}` renews now;
+    `{"type": "revoke", "reason": ...}` revokes the current version (see services.certificate_revoke)."""
 
     @extend_schema(request=ActionSerializer, responses={201: ActionSerializer})
     def post(self, request, certificate_id):
         certificate = get_object_or_404(Certificate, team=request_team(request), pk=certificate_id)
         body = request.data if isinstance(request.data, dict) else {}
+        if body.get("type") == "revoke":
+            return self._revoke(certificate, body)
         if body.get("type") != "renew":
-            raise Unprocessable({"type": ["must be renew"]})
+            raise Unprocessable({"type": ["must be renew or revoke"]})
         try:
             issuance = services.certificate_renew_now(certificate=certificate)
         except Invalid as e:
@@ -165,6 +212,22 @@ class CertificateActionView(APIView):
         action = {
             "id": issuance.pk, "status": "in-progress", "type": "renew",
             "started_at": issuance.started_at.isoformat().replace("+00:00", "Z"), "completed_at": None,
+            "resource_id": str(certificate.pk), "resource_type": "certificate",
+        }  # fmt: skip
+        return Response({"action": action}, status=status.HTTP_201_CREATED)
+
+    def _revoke(self, certificate: Certificate, body: dict) -> Response:
+        unknown = sorted(set(body) - {"type", "reason"})
+        if unknown:
+            raise Unprocessable({unknown[0]: ["is not used by the revoke action; leave it out"]})
+        try:
+            version = services.certificate_revoke(certificate=certificate, reason=body.get("reason"))
+        except services.InUse as e:
+            return Response(error_body(403, str(e), used_by=e.uses), status=status.HTTP_403_FORBIDDEN)
+        # In progress until the CA confirms (a task): the certificate then shows `revoked: true`.
+        action = {
+            "id": version.pk, "status": "in-progress", "type": "revoke",
+            "started_at": timestamp(version.revocation_requested_at), "completed_at": None,
             "resource_id": str(certificate.pk), "resource_type": "certificate",
         }  # fmt: skip
         return Response({"action": action}, status=status.HTTP_201_CREATED)

@@ -8,7 +8,8 @@ STREAM = "certhub.certificates"
 VERSION_CREATED = "certificate.version_created"
 FAILED = "certificate.failed"
 DELETED = "certificate.deleted"
-KINDS = (VERSION_CREATED, FAILED, DELETED)
+REVOKED = "certificate.revoked"  # the CA confirmed it; `version` is the revoked one, `reason` its RFC 5280 name
+KINDS = (VERSION_CREATED, FAILED, DELETED, REVOKED)
 
 
 def record_event(

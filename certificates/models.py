@@ -137,6 +137,12 @@ class CertificateVersion(models.Model):
     ari_retry_at = models.DateTimeField(null=True, blank=True, db_index=True)
     # Expiry warnings already sent, as days before not_after (e.g. [7, 1]).
     warned_days = models.JSONField(default=list)
+    # Revocation at the CA: the RFC 5280 reason asked for (empty: never asked), when, when the CA
+    # confirmed it, and why it could not (the CA refused, or kept failing).
+    revocation_reason = models.CharField(max_length=32, blank=True)
+    revocation_requested_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revocation_error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

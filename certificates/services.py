@@ -14,7 +14,7 @@ from acme_client import accounts, limits
 from acme_client.protocol import AcmeError
 from certhub.models import Team
 from certificates import events, validation
-from certificates.models import Certificate, Issuance, KeyType
+from certificates.models import VERSION_PEM_FIELDS, Certificate, CertificateVersion, Issuance, KeyType
 from dns_zones.services import Invalid
 
 LIVE_STATES = (Certificate.State.PENDING, Certificate.State.VERIFIED)
@@ -115,17 +115,21 @@ def certificate_uses(certificate: Certificate) -> list[str]:
     return [use for path in settings.CERTHUB_CERTIFICATE_USERS for use in import_string(path)(certificate)]
 
 
-def certificate_delete(*, certificate: Certificate) -> None:
+def certificate_delete(*, certificate: Certificate, revoke: bool = False) -> None:
     """Delete the certificate, its versions and open orders, removing any challenge records.
 
     Refused (InUse) while a product uses it: deleting it would leave them serving a certificate
-    that is no longer renewed.
+    that is no longer renewed. With `revoke`, its current version is first revoked at the CA, in
+    this call (cessationOfOperation, or the reason of a revocation asked for before): nothing is
+    deleted unless the CA confirmed it (CaUnavailable while it cannot be reached, Invalid if it refuses).
     """
     from certificates.issuance import cleanup_challenge_records, relay_soon
 
     uses = certificate_uses(certificate)
     if uses:
         raise InUse(certificate, uses)
+    if revoke:
+        _revoke_before_delete(certificate)
     for issuance in certificate.issuances.exclude(step__in=[Issuance.Step.DONE, Issuance.Step.FAILED]):
         cleanup_challenge_records(issuance)
     with transaction.atomic():
@@ -136,6 +140,175 @@ def certificate_delete(*, certificate: Certificate) -> None:
         except ProtectedError:  # attached meanwhile: the database's PROTECT has the last word
             raise InUse(certificate, certificate_uses(certificate) or ["a product"]) from None
         transaction.on_commit(relay_soon, robust=True)
+
+
+# RFC 5280 5.3.1 CRLReason names and codes. Let's Encrypt takes these five from subscribers (Boulder's
+# UserAllowedReasons) and answers badRevocationReason to the others.
+REVOCATION_REASONS = {
+    "unspecified": 0, "keyCompromise": 1, "affiliationChanged": 3, "superseded": 4, "cessationOfOperation": 5,
+}  # fmt: skip
+RFC5280_REASONS_REFUSED = ("cACompromise", "certificateHold", "removeFromCRL", "privilegeWithdrawn", "aACompromise")
+KEY_COMPROMISE = "keyCompromise"
+CESSATION_OF_OPERATION = "cessationOfOperation"
+
+
+class CaUnavailable(Exception):
+    """The CA could not be reached, or failed for a moment: nothing was done; try again later."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _clean_revocation_reason(reason: Any) -> str:
+    if reason in (None, ""):
+        return "unspecified"
+    allowed = ", ".join(REVOCATION_REASONS)
+    if isinstance(reason, str) and reason in REVOCATION_REASONS:
+        return reason
+    if isinstance(reason, str) and reason in RFC5280_REASONS_REFUSED:
+        raise Invalid({"reason": [f"Let's Encrypt does not take {reason} from subscribers; must be one of {allowed}"]})
+    raise Invalid({"reason": [f"must be one of {allowed}"]})
+
+
+def certificate_revoke(*, certificate: Certificate, reason: Any = None) -> CertificateVersion:
+    """Ask for the current version to be revoked at the CA (the revoke_version task, retried while
+    the CA cannot take it) and act on the reason at once.
+
+    keyCompromise, superseded, affiliationChanged, unspecified (the default): a revoked certificate
+    is of no use to serve, so a replacement is ordered now (unless an issuance is under way already)
+    and renewals go on; every issuance makes a new key at finalize, so the replacement never has the
+    revoked key. keyCompromise is signed with the certificate's own key, the proof Let's Encrypt
+    needs to block that key. cessationOfOperation: the names are no longer used, so renewal stops
+    (an issuance under way is stopped too) and the certificate stays, revoked; refused (InUse) while
+    a product uses it, as a deletion is, since nothing would replace what it serves. (A worker already
+    inside an issuance's download step may still store its version: it is then current and renewed.)
+    """
+    from certificates.issuance import cleanup_challenge_records
+    from certificates.renewal import renewal_claim
+    from certificates.tasks import revoke_version
+
+    if certificate.type != Certificate.Type.LETS_ENCRYPT:
+        raise Invalid({"type": ["only Let's Encrypt certificates issued by CertHub can be revoked here; "
+                                "a custom certificate is revoked by the CA that issued it"]})  # fmt: skip
+    reason = _clean_revocation_reason(reason)
+    if reason == CESSATION_OF_OPERATION:
+        uses = certificate_uses(certificate)
+        if uses:
+            raise InUse(certificate, uses)
+    now = timezone.now()
+    with transaction.atomic():
+        certificate = Certificate.objects.select_for_update().get(pk=certificate.pk)
+        version = (
+            CertificateVersion.objects.filter(pk=certificate.current_version_id).defer(*VERSION_PEM_FIELDS).first()
+        )
+        if version is None:
+            raise Invalid({"type": ["nothing has been issued for this certificate yet, so there is nothing to revoke"]})
+        if version.revoked_at is not None:
+            raise Invalid({"type": [f"the current version is revoked already ({version.revocation_reason})"]})
+        if version.revocation_reason not in ("", reason) and not version.revocation_error:
+            raise Invalid({"reason": [f"a revocation for {version.revocation_reason} is under way"]})
+        # Asked again while under way, the same task is queued again: a lost task costs one more request.
+        version.revocation_reason, version.revocation_requested_at, version.revocation_error = reason, now, ""
+        CertificateVersion.objects.filter(pk=version.pk).update(
+            revocation_reason=reason, revocation_requested_at=now, revocation_error=""
+        )
+        active = certificate.issuances.exclude(step__in=[Issuance.Step.DONE, Issuance.Step.FAILED])
+        if reason == CESSATION_OF_OPERATION:
+            for issuance in active:
+                cleanup_challenge_records(issuance)
+            # Clearing the claim makes a worker running a step drop its result (ClaimLost).
+            active.update(
+                step=Issuance.Step.FAILED, claim="", finished_at=now, private_key_pem="",
+                last_error="stopped: the certificate was revoked (cessationOfOperation)",
+            )  # fmt: skip
+            Certificate.objects.filter(pk=certificate.pk).update(renew_at=None)
+        elif not active.exists():
+            renewal_claim(certificate.pk, now=now, reason="renew_now", due_only=False)
+        transaction.on_commit(lambda: revoke_version.delay(version.pk))
+    return version
+
+
+def _revoke_at_ca(version: CertificateVersion) -> None:
+    """Ask the CA that issued the version to revoke it; an AcmeError unless it did (or had before)."""
+    key = version.private_key_pem if version.revocation_reason == KEY_COMPROMISE else None
+    acme = accounts.session(version.directory_url or None)
+    try:
+        acme.revoke(version.leaf_pem, REVOCATION_REASONS[version.revocation_reason], certificate_key=key)
+    except AcmeError as e:
+        if e.problem_type != "alreadyRevoked":  # by an earlier delivery of the task, or by hand: done
+            raise
+
+
+def _record_revoked(version: CertificateVersion) -> bool:
+    """Note the CA's confirmation and publish it, once; False if noted before or deleted meanwhile."""
+    from certificates.issuance import relay_soon
+
+    with transaction.atomic():
+        # The certificate's lock keeps its events in order (certhub.outbox).
+        certificate = Certificate.objects.select_for_update().filter(pk=version.certificate_id).first()
+        if certificate is None:
+            return False
+        version.revoked_at = timezone.now()
+        version.revocation_requested_at = version.revocation_requested_at or version.revoked_at
+        if not CertificateVersion.objects.filter(pk=version.pk, revoked_at__isnull=True).update(
+            revoked_at=version.revoked_at, revocation_reason=version.revocation_reason,
+            revocation_requested_at=version.revocation_requested_at, revocation_error="",
+        ):  # fmt: skip
+            return False
+        events.record_event(
+            kind=events.REVOKED, certificate=certificate, version=version, reason=version.revocation_reason
+        )
+        transaction.on_commit(relay_soon, robust=True)
+    return True
+
+
+def certificate_version_revoke(*, version_id: int) -> None:
+    """Revoke a version whose revocation was asked for (the revoke_version task).
+
+    Raises AcmeError when trying again later can help; a permanent refusal is noted on the version.
+    """
+    # The key is loaded only where it signs (keyCompromise).
+    unrevoked = CertificateVersion.objects.filter(pk=version_id, revoked_at__isnull=True).defer("private_key_pem")
+    version = unrevoked.exclude(revocation_reason="").first()
+    if version is None:
+        return  # deleted, revoked already, or never asked for
+    try:
+        _revoke_at_ca(version)
+    except AcmeError as e:
+        if not e.permanent:
+            raise
+        certificate_revocation_failed(version_id=version.pk, error=f"the CA refused to revoke it: {e}")
+        return
+    _record_revoked(version)
+
+
+def certificate_revocation_failed(*, version_id: int, error: str) -> None:
+    """Note why a version could not be revoked; asking again (the revoke action) tries again."""
+    CertificateVersion.objects.filter(pk=version_id, revoked_at__isnull=True).update(revocation_error=error)
+
+
+def _revoke_before_delete(certificate: Certificate) -> None:
+    if certificate.type != Certificate.Type.LETS_ENCRYPT:
+        raise Invalid({"revoke": ["only Let's Encrypt certificates issued by CertHub can be revoked here; "
+                                  "delete without revoke=true"]})  # fmt: skip
+    unrevoked = CertificateVersion.objects.filter(pk=certificate.current_version_id, revoked_at__isnull=True)
+    version = unrevoked.defer("private_key_pem").first()
+    if version is None:
+        return  # never issued, or revoked already
+    # Noted only once the CA confirms: the certificate and its versions go right after.
+    version.revocation_reason = version.revocation_reason or CESSATION_OF_OPERATION
+    try:
+        _revoke_at_ca(version)
+    except AcmeError as e:
+        if not e.permanent:
+            raise CaUnavailable(
+                "The CA cannot be reached to revoke the certificate; nothing was deleted. Try again later, "
+                "or delete it without revoke=true.",
+                retry_after=e.retry_after,
+            ) from e
+        raise Invalid({"revoke": [f"the CA refused to revoke it ({e}); nothing was deleted"]}) from e
+    _record_revoked(version)
 
 
 def certificate_set_key_type(*, certificate: Certificate, key_type: Any) -> Certificate:

@@ -55,3 +55,28 @@ def notification_sweep() -> int:
     from certificates import notifications
 
     return notifications.notification_sweep()
+
+
+# A revocation the CA cannot take now is tried again this many times, the delay doubling up to
+# LONGEST_COUNTDOWN (about an hour in all), then noted as failed on the version.
+REVOKE_ATTEMPTS = 64
+
+
+@shared_task(acks_late=True, ignore_result=True, bind=True, max_retries=None)
+def revoke_version(self, version_id: int) -> None:
+    """Revoke a certificate version at its CA (the revoke action), retrying while the CA cannot take it."""
+    from acme_client.protocol import AcmeError
+    from certificates import services
+
+    try:
+        services.certificate_version_revoke(version_id=version_id)
+    except AcmeError as e:  # only what trying again can help: the service notes refusals
+        attempt = self.request.retries + 1
+        if attempt >= REVOKE_ATTEMPTS:
+            # Its own words may name internal hosts: those stay in the log.
+            logging.getLogger(__name__).warning("revocation of version %s given up: %s", version_id, e)
+            error = f"the CA could not take the revocation ({e.problem_type or 'no answer'}, {attempt} attempts)"
+            services.certificate_revocation_failed(version_id=version_id, error=error)
+            return
+        delay = min(max(2.0**attempt, e.retry_after or 0), LONGEST_COUNTDOWN)
+        raise self.retry(countdown=delay) from e
