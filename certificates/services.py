@@ -374,15 +374,17 @@ def certificate_renew_now(*, certificate: Certificate) -> Issuance:
         certificate = Certificate.objects.select_for_update().get(pk=certificate.pk)
         if certificate.issuances.exclude(step__in=[Issuance.Step.DONE, Issuance.Step.FAILED]).exists():
             raise Invalid({"type": ["an issuance for this certificate is already under way"]})
-        if certificate.current_version_id is not None and certificate.state != Certificate.State.ERROR:
+        current = certificate.current_version
+        stopped = certificate.state == Certificate.State.ERROR or (current is not None and current.revoked_at)
+        if current is not None and not stopped:
             raise Invalid({"type": ["a renewal is being scheduled; try again in a moment"]})
-        # Its first issuance failed (nothing was ever issued), or it expired while renewals kept
-        # failing and they stopped: "renew" is the way to try again.
-        expired = certificate.current_version_id is not None
-        certificate.state = Certificate.State.PENDING
+        # Its first issuance failed (nothing was ever issued), it expired while renewals kept failing,
+        # or it was revoked for cessationOfOperation: renewals stopped, and "renew" starts them again.
+        if current is None or certificate.state == Certificate.State.ERROR:
+            certificate.state = Certificate.State.PENDING
         certificate.last_error = ""
         certificate.save(update_fields=["state", "last_error"])
-        return issuance_start(certificate=certificate, reason="renew_now" if expired else "issue")
+        return issuance_start(certificate=certificate, reason="issue" if current is None else "renew_now")
 
 
 def custom_certificate_upload(*, team: Team, name: str, data: dict[str, Any]) -> Certificate:

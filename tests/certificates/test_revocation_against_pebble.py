@@ -155,6 +155,13 @@ def test_each_accepted_reason_is_revoked_at_the_ca_and_acted_on(
     tasks.revoke_version.apply((first["cessationOfOperation"].pk,))
     assert len(revoked_events()) == len(CODES)
 
+    # The ceased one renews once the customer asks again: "renew" orders a new certificate and renewals resume.
+    renewed = api.post(f"/v2/certificates/{ceased}/actions", {"type": "renew"}, format="json")
+    assert renewed.status_code == 201, renewed.content
+    body = wait_for_state(api, ceased)
+    assert body["state"] == "verified" and body["revoked"] is False, body
+    assert Certificate.objects.get(pk=ceased).renew_at is not None
+
 
 def test_a_revocation_signed_with_the_certificate_key_needs_no_account_that_issued_it(
     api, owner, zones, dns_server, pebble, use_ca, celery_worker
