@@ -84,6 +84,7 @@ def notification_sweep(*, now=None) -> int:
     expiring = (
         CertificateVersion.objects.filter(not_after__lte=horizon, certificate__current_version=F("pk"))
         .exclude(certificate__state=Certificate.State.ERROR)
+        .exclude(revoked_at__isnull=False)  # revoked for good (cessationOfOperation): nothing to warn of
         .select_related("certificate__team")
         .defer("private_key_pem")
     )

@@ -63,3 +63,11 @@ def test_a_certificate_that_expired_while_renewals_failed_stops_retrying_and_say
     assert r.status_code == 201, r.content
     certificate.refresh_from_db()
     assert certificate.issuances.get().reason == "renew_now" and certificate.last_error == ""
+
+
+def test_a_revoked_certificate_gets_no_expiry_warnings(team, owner):
+    certificate = make_certificate(team, "ceased", 90, not_before=datetime.now(UTC) - timedelta(days=85))
+    certificate.current_version.revoked_at = datetime.now(UTC)
+    certificate.current_version.save(update_fields=["revoked_at"])
+    assert notifications.notification_sweep() == 0
+    assert mail.outbox == []
