@@ -8,11 +8,8 @@ import os
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import dns.exception
 import dns.flags
@@ -32,6 +29,7 @@ from dns_zones import notify, services
 from dns_zones.admin import RecordAdmin
 from dns_zones.models import Record, Zone
 from dns_zones.server import MAX_TCP_PER_SOURCE, DNSServer
+from tests.support.run_dns import start_run_dns
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -662,20 +660,8 @@ def test_ipv6_listener_answers(transactional_db, zone):
 
 
 def test_run_dns_command_survives_garbage_and_stops_on_sigterm(zone):
-    db = connection.settings_dict
-    auth = quote(db["USER"] or "", safe="") + (":" + quote(db["PASSWORD"], safe="") if db["PASSWORD"] else "")
-    database_url = f"mysql://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 3306}/{db['NAME']}"
-    if connection.vendor == "sqlite":
-        database_url = f"sqlite:///{db['NAME']}"
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "CERTHUB_DNS_RELOAD_INTERVAL_MS": "50"}
-    child = subprocess.Popen(
-        [sys.executable, "manage.py", "run_dns", "--listen", f"127.0.0.1:{port}"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    child = start_run_dns(port)
     try:
         query = dns.message.make_query("example.test", "A")
         deadline = time.monotonic() + 20

@@ -13,14 +13,12 @@ import random
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 import dns.edns
 import dns.exception
@@ -30,12 +28,12 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
-from django.db import connection
 
 from certhub.ports import free_port
 from dns_zones import services
 from dns_zones.models import Zone
 from dns_zones.server import MAX_TCP_CONNECTIONS, MAX_TCP_PER_SOURCE, DNSServer
+from tests.support.run_dns import start_run_dns
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -183,21 +181,8 @@ class RunDns:
 @pytest.fixture
 def run_dns(zone) -> Iterator[RunDns]:
     """`manage.py run_dns` on a free loopback port, answering from the test database."""
-    db = connection.settings_dict
-    auth = quote(db["USER"] or "", safe="") + (":" + quote(db["PASSWORD"], safe="") if db["PASSWORD"] else "")
-    database_url = f"mysql://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 3306}/{db['NAME']}"
-    if connection.vendor == "sqlite":
-        database_url = f"sqlite:///{db['NAME']}"
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "CERTHUB_DNS_RELOAD_INTERVAL_MS": "50"}
-    child = subprocess.Popen(
-        [sys.executable, "manage.py", "run_dns", "--listen", f"127.0.0.1:{port}"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    child = start_run_dns(port, text=True)
     server = RunDns(child, port)
     # Keep reading its log, so a full pipe never blocks it; keep the lines for failure messages.
     reader = threading.Thread(target=lambda: server.output.extend(child.stdout), daemon=True)
