@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.core.mail import mail_admins
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from acme_client.models import AcmeAccount
@@ -81,7 +81,12 @@ def _register(acme: AcmeSession, account_pk: int, ca: dict[str, str]) -> None:
     """Register the account at the CA, once: under the account row's lock, so many workers that find
     it unregistered (first use, or after the CA forgot it) register it one time between them."""
     with transaction.atomic():
-        account = AcmeAccount.objects.select_for_update().get(pk=account_pk)
+        try:
+            # Not waiting for the lock: its holder may wait on the CA for a whole timeout, and the
+            # workers queued behind it would say nothing meanwhile. They retry the step instead.
+            account = AcmeAccount.objects.select_for_update(nowait=connection.vendor != "sqlite").get(pk=account_pk)
+        except OperationalError:
+            raise AcmeError("CertHub's account is being registered at the CA; trying again", permanent=False) from None
         if account.account_url:  # another worker registered it while this one waited for the lock
             acme.account_url = account.account_url
             return

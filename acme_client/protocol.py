@@ -523,7 +523,14 @@ class _ErrorTranslation:
                 status=status,
             ) from exc
         if isinstance(exc, requests.RequestException):
-            raise AcmeError(f"cannot reach the CA: {exc}", permanent=False) from exc
+            # In the customer's words, without the CA's internal host and port (they stay in __cause__).
+            if isinstance(exc, requests.Timeout):
+                how = "no answer in time"
+            elif isinstance(exc, requests.ConnectionError):
+                how = "no connection"
+            else:
+                how = type(exc).__name__
+            raise AcmeError(f"cannot reach the CA ({how})", permanent=False) from exc
         if isinstance(exc, acme_errors.Error | jose.DeserializationError | ValueError | KeyError):
             # A response that is not what RFC 8555 says: an HTML error page from a proxy, a
             # 5xx without a problem document, a truncated body. Permanent only for a 4xx.

@@ -496,7 +496,8 @@ def _after_failure(
     # The step that failed (a step may go on into the next one), in words the customer can act
     # on: the CA's own URLs (internal hosts and ports) stay in the log.
     reason = f"{Step(issuance.step).label}: {_without_urls(str(e))}"
-    log.warning("issuance %s failed at %s: %s", issuance.pk, step, e)
+    cause = f" ({e.__cause__})" if e.__cause__ else ""  # the underlying error, for operators only
+    log.warning("issuance %s failed at %s: %s%s", issuance.pk, step, e, cause)
     issuance.last_error = reason
     budget_left = (issuance.started_at + timedelta(seconds=settings.CERTHUB_RETRY_BUDGET_SECONDS)) - now
     delay = _retry_delay(issuance, e)
