@@ -766,7 +766,8 @@ def first_renewal_offset(lifetime: float, ari: bool) -> float:
 
 
 def outage_script(requests: list[Request], lifetime: float, ari: bool, days: float, sweep_times, rng) -> list[Outage]:
-    """Outages at the worst moments: the predicted peaks of due renewals, a sweep, the top of the hour."""
+    """Outages at the worst moments: the predicted peaks of due renewals, customers' first orders, a
+    sweep, the top of the hour; the long ones early enough that the run shows what follows them."""
     end = ts_of(START) + days * DAY
     offset = first_renewal_offset(lifetime, ari)
     due = Counter()
@@ -777,8 +778,10 @@ def outage_script(requests: list[Request], lifetime: float, ari: bool, days: flo
             at += offset
     hours = int(days * 24)
     window = 72
-    busiest = [(sum(due[h + i] for i in range(window)), h) for h in range(max(1, hours - window))]
-    busiest.sort(reverse=True)
+    # What was due when an outage began lapses within two thirds of a lifetime; a week more shows recovery.
+    after = min(int((lifetime * 2 / 3 + 7 * DAY) // HOUR), hours // 3)
+    totals = [(sum(due[h + i] for i in range(window)), h) for h in range(max(1, hours - window - after))]
+    busiest = sorted(totals, key=lambda total: (-total[0], total[1]))  # the earliest of equals
     top = lambda h: ts_of(START) + h * HOUR  # noqa: E731 - the top of that hour
     outages = []
     first = busiest[0][1]
@@ -786,6 +789,9 @@ def outage_script(requests: list[Request], lifetime: float, ari: bool, days: flo
     second = next((h for _, h in busiest if abs(h - first) >= 10 * 24), None)
     if second is not None:
         outages.append(Outage(top(second), top(second) + 24 * HOUR, "24 h from the next busiest"))
+    if days > CREATION_DAYS / 2 + 1:
+        hour = top(int(CREATION_DAYS / 2 * 24) + 14)
+        outages.append(Outage(hour, hour + 6 * HOUR, "6 h mid-month, as customers ask for their first"))
     middle = ts_of(START) + days * DAY / 2
     sweep = next((s for s in sweep_times if s >= middle), None)
     if sweep is not None:
@@ -1188,7 +1194,7 @@ class Simulation:
                 Issuance.objects.filter(
                     certificate_id=pk, started_at__lte=dt_of(until),
                     started_at__gte=dt_of(lapsed_at - self.lifetime_days * DAY),
-                ).values_list("pk", "started_at", "step", "last_error")
+                ).order_by("started_at").values_list("pk", "started_at", "step", "last_error")
             )  # fmt: skip
             befell = Counter()
             for issuance_pk, *_ in issuances:
